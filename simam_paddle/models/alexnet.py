@@ -1,0 +1,60 @@
+"""AlexNet for 128x128 inputs, with optional attention after each convolution.
+
+The variant of the SimAM notebook (see RECIPE.md): five convolutions, three max-pools, a 3x3x128
+feature map flattened into a 2048-2048 classifier with dropout 0.5. ``attn_layer="simam"`` puts a
+SimAM right after each of the five convolutions, before its ReLU; as SimAM has no parameters, both
+models have 7,524,042 parameters for 10 classes.
+"""
+
+from __future__ import annotations
+
+import paddle
+from paddle import nn
+
+from .attention import create_attn
+
+INPUT_SIZE = 128
+# (in_channels, out_channels, kernel, stride, padding, max-pool after the ReLU)
+_CONVS = (
+    (3, 48, 11, 4, 5, True),
+    (48, 128, 5, 1, 2, True),
+    (128, 192, 3, 1, 1, False),
+    (192, 192, 3, 1, 1, False),
+    (192, 128, 3, 1, 1, True),
+)
+
+
+class AlexNet(nn.Layer):
+    """AlexNet for 128x128 RGB images; ``attn_layer`` names the attention after each convolution."""
+
+    def __init__(self, num_classes: int = 10, attn_layer: str | None = "none", dropout: float = 0.5, **attn_kwargs):
+        super().__init__()
+        layers = []
+        for cin, cout, k, stride, pad, pool in _CONVS:
+            layers.append(nn.Conv2D(cin, cout, kernel_size=k, stride=stride, padding=pad))
+            # An Identity stands in for "no attention" so that both models share parameter names
+            # (features.0, .4, .8, .11, .14: the notebook's AlexNet_SimAM names) and checkpoints.
+            layers.append(create_attn(attn_layer, cout, **attn_kwargs) or nn.Identity())
+            layers.append(nn.ReLU())
+            if pool:
+                layers.append(nn.MaxPool2D(kernel_size=3, stride=2))
+        self.features = nn.Sequential(*layers)
+        feature_dim = _CONVS[-1][1] * 3 * 3
+        self.classifier = nn.Sequential(
+            nn.Linear(feature_dim, 2048),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(2048, 2048),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(2048, num_classes),
+        )
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if x.ndim != 4 or x.shape[2] != INPUT_SIZE or x.shape[3] != INPUT_SIZE:
+            size = "x".join(str(s) for s in x.shape[2:]) if x.ndim == 4 else f"shape {list(x.shape)}"
+            raise ValueError(
+                f"AlexNet expects {INPUT_SIZE}x{INPUT_SIZE} input ([B, 3, {INPUT_SIZE}, {INPUT_SIZE}]), got {size}"
+            )
+        x = self.features(x)
+        return self.classifier(paddle.flatten(x, 1))
