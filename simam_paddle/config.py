@@ -1,0 +1,197 @@
+"""Experiment configuration: defaults, YAML files, ``-o section.key=value`` overrides, validation.
+
+Every key has a default, a type and a one-line description below. A config file overrides the
+defaults and ``-o`` overrides the file. An unknown key, a value of the wrong type or an impossible
+value is an error naming the key and what was expected, raised before any work starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that cannot be used; the message names it and the fix."""
+
+
+@dataclass(frozen=True)
+class Key:
+    default: Any
+    kind: str  # "int", "float", "bool", "str", optionally suffixed with "?" for "or null"
+    doc: str
+    check: Callable[[Any], bool] | None = None
+    expect: str = ""  # human-readable range for the check
+
+    @property
+    def nullable(self) -> bool:
+        return self.kind.endswith("?")
+
+
+def _positive(v):
+    return v > 0
+
+
+def _non_negative(v):
+    return v >= 0
+
+
+def _choice(*options):
+    return lambda v: v in options
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "model": {
+        "name": Key("alexnet_simam", "str", "model to train: alexnet | alexnet_simam", _choice("alexnet", "alexnet_simam"), "one of alexnet, alexnet_simam"),
+        "num_classes": Key(10, "int", "number of output classes", _positive, "> 0"),
+        "e_lambda": Key(1e-4, "float", "SimAM lambda (1e-4 official default; the notebook used 1e-5)", _positive, "> 0"),
+    },
+    "data": {
+        "root": Key(None, "str?", "cifar-10-python.tar.gz path, image-folder root (train/, test/), or null for Paddle's cache"),
+        "download": Key(True, "bool", "let Paddle download CIFAR-10 into its cache when root is null"),
+        "train_transforms": Key("recipe", "str", "train pipeline: recipe (the notebook's, step for step) | fast (same distributions, less work)", _choice("recipe", "fast"), "one of recipe, fast"),
+        "batch_size": Key(128, "int", "images per batch, per process", _positive, ">= 1"),
+        "num_workers": Key(2, "int", "data-loading worker processes (0 = load in the main process)", _non_negative, ">= 0"),
+        "limit_train": Key(None, "int?", "class-balanced subset of the training set (null = all 50,000)", _positive, ">= 1 or null"),
+        "limit_val": Key(None, "int?", "class-balanced subset of the test set (null = all 10,000)", _positive, ">= 1 or null"),
+        "mixup_alpha": Key(0.0, "float", "batch Mixup, lam ~ Beta(alpha, alpha); 0 = off (the notebook's MixupImage did nothing)", _non_negative, ">= 0"),
+    },
+    "loss": {
+        "smoothing": Key(0.1, "float", "label smoothing epsilon", lambda v: 0 <= v < 1, "in [0, 1)"),
+    },
+    "train": {
+        "epochs": Key(50, "int", "number of epochs", _positive, ">= 1"),
+        "lr": Key(5e-4, "float", "Adam learning rate, annealed by a cosine over all iterations", _positive, "> 0"),
+        "weight_decay": Key(1e-5, "float", "L2 regularisation added to the gradient (Paddle's float weight_decay)", _non_negative, ">= 0"),
+        "seed": Key(42, "int", "seed of weights, data order, augmentation and dropout"),
+        "output_dir": Key("runs/alexnet_simam", "str", "run directory: checkpoints, logs, history, figures"),
+        "log_interval": Key(10, "int", "write a log line every N iterations", _positive, ">= 1"),
+        "loss_record_interval": Key(10, "int", "record the training loss every N iterations (the notebook: 10)", _positive, ">= 1"),
+        "resume": Key(False, "bool", "continue the run in output_dir from its last completed epoch"),
+        "overwrite": Key(False, "bool", "start afresh in an output_dir that already holds a run, deleting it"),
+        "visualdl": Key(False, "bool", "also write VisualDL scalars to output_dir/visualdl"),
+        "amp": Key("off", "str", "mixed precision: off | O1 | O2 (needs a GPU)", _choice("off", "O1", "O2"), "one of off, O1, O2"),
+        "throughput_batches": Key(10, "int", "batches timed for the model-only throughput at the end of a run (0 = skip)", _non_negative, ">= 0"),
+    },
+}
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    return {section: {k: key.default for k, key in keys.items()} for section, keys in SCHEMA.items()}
+
+
+def describe() -> str:
+    """The schema as commented YAML: every key, its default and what it means."""
+    lines = []
+    for section, keys in SCHEMA.items():
+        lines.append(f"{section}:")
+        for name, key in keys.items():
+            value = yaml.safe_dump(key.default, default_flow_style=True).strip().removesuffix("...").strip()
+            lines.append(f"  {name}: {value}  # {key.doc}")
+    return "\n".join(lines) + "\n"
+
+
+def _coerce(where: str, key: Key, value: Any) -> Any:
+    if value is None:
+        if key.nullable:
+            return None
+        raise ConfigError(f"{where}: null is not allowed, expected {key.kind}")
+    kind = key.kind.rstrip("?")
+    ok = True
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        if isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                ok = False
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            ok = False
+        if ok:
+            value = float(value)
+            ok = math.isfinite(value)
+    elif kind == "str":
+        if value is False and key.default == "off":  # YAML 1.1 reads a bare `off` as false
+            value = "off"
+        ok = isinstance(value, str)
+    if not ok:
+        null = " or null" if key.nullable else ""
+        raise ConfigError(f"{where}: expected {kind}{null}, got {value!r} ({type(value).__name__})")
+    if key.check is not None and not key.check(value):
+        raise ConfigError(f"{where}: expected {key.expect}, got {value!r}")
+    return value
+
+
+def _merge(config: dict, updates: Any, source: str) -> None:
+    if not isinstance(updates, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections ({', '.join(SCHEMA)}), got {type(updates).__name__}")
+    for section, values in updates.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"{source}: unknown section {section!r}; valid sections: {', '.join(SCHEMA)}")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {section!r} must be a mapping of keys, got {values!r}")
+        for name, value in values.items():
+            if name not in SCHEMA[section]:
+                raise ConfigError(
+                    f"{source}: unknown key {section}.{name}; valid keys of {section}: {', '.join(SCHEMA[section])}"
+                )
+            config[section][name] = _coerce(f"{source}: {section}.{name}", SCHEMA[section][name], value)
+
+
+def parse_override(text: str) -> dict:
+    """``"train.epochs=3"`` -> ``{"train": {"epochs": 3}}`` (the value is read as YAML)."""
+    path, sep, raw = text.partition("=")
+    parts = path.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override {text!r}: expected section.key=value, for example train.epochs=5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from None
+    return {parts[0]: {parts[1]: value}}
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; the experiments' configs are in configs/ (e.g. configs/alexnet_simam.yaml)")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Defaults, then the YAML file at ``path`` (if any), then each ``section.key=value`` override."""
+    config = defaults()
+    if path is not None:
+        _merge(config, read_yaml(path), str(path))
+    for text in overrides:
+        _merge(config, parse_override(text), f"override {text!r}")
+    return config
+
+
+def save_config(config: dict, path: str | Path) -> None:
+    from .io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
+
+
+def recipe_key(config: dict) -> dict:
+    """The settings that must agree for two runs to be comparable (everything but model, seed and paths)."""
+    key = copy.deepcopy(config)
+    key.pop("model", None)
+    for name in ("seed", "output_dir", "resume", "overwrite", "visualdl", "log_interval", "throughput_batches"):
+        key["train"].pop(name, None)
+    key["data"].pop("num_workers", None)
+    return key
