@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import yaml
 
+from .models import model_names
+
 
 class ConfigError(ValueError):
     """A config file, key or value that cannot be used; the message names it and the fix."""
@@ -47,7 +49,7 @@ def _choice(*options):
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
-        "name": Key("alexnet_simam", "str", "model to train: alexnet | alexnet_simam", _choice("alexnet", "alexnet_simam"), "one of alexnet, alexnet_simam"),
+        "name": Key("alexnet_simam", "str", "model to train: alexnet | alexnet_simam (any name build_model knows)", lambda v: v in model_names(), "a name build_model knows: " + ", ".join(model_names())),
         "num_classes": Key(10, "int", "number of output classes", _positive, "> 0"),
         "e_lambda": Key(1e-4, "float", "SimAM lambda (1e-4 official default; the notebook used 1e-5)", _positive, "> 0"),
     },
