@@ -178,6 +178,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     config = defaults()
     if path is not None:
         _merge(config, read_yaml(path), str(path))
+    return apply_overrides(config, overrides)
+
+
+def apply_overrides(config: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Apply ``section.key=value`` overrides to ``config`` in place (validated like a file); return it."""
     for text in overrides:
         _merge(config, parse_override(text), f"override {text!r}")
     return config
