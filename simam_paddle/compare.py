@@ -1,0 +1,243 @@
+"""Compare finished runs: the notebook's table over several seeds, with honest statistics.
+
+``python scripts/compare.py RUN_DIR [RUN_DIR ...] --out results`` groups runs by model and writes
+``results.md``, ``results.json``, ``curves.png`` (validation accuracy and loss, mean and band over
+seeds) and each model's prediction grid into ``--out``.
+
+- Accuracies: mean +- sample std over seeds. The difference to the baseline is paired by seed when
+  both models ran the same seeds (same seed = same initial weights, data order and augmentation, so
+  SimAM is the only difference), with a Student-t 95% interval; Welch's interval otherwise.
+- Runs whose recipe differs in anything but the model and the seed (data, epochs, transforms, ...)
+  cannot be averaged together: they are flagged and left out of the table.
+- Model-only throughput is measured here, side by side: the models are timed interleaved in one
+  process (median of repeats after warm-up), so their ratio is fair on a noisy machine. End-to-end
+  throughput (test set through the loader) is taken from the runs' histories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import ConfigError, recipe_key
+from .io import atomic_savefig, atomic_write_json, atomic_write_text
+from .runs import run_config
+from .stats import diff_ci, mean, mean_ci, std
+
+BASELINE = "alexnet"
+
+
+def load_run(run_dir: Path) -> dict:
+    config = run_config(run_dir)
+    path = run_dir / "history.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} has no history.json: it has not completed an epoch")
+    return {"dir": str(run_dir), "config": config, "history": json.loads(path.read_text())}
+
+
+def _describe_difference(a: dict, b: dict) -> str:
+    diffs = [f"{s}.{k}: {a[s].get(k)!r} vs {b[s].get(k)!r}" for s in b for k in b[s] if a[s].get(k) != b[s].get(k)]
+    return "; ".join(diffs)
+
+
+def select_comparable(runs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Split runs into the comparable set (the largest group sharing one recipe, finished, one per
+    model and seed) and the flagged ones, each flagged run with its ``reason``."""
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(json.dumps(recipe_key(run["config"]), sort_keys=True), []).append(run)
+    main_key = max(groups, key=lambda k: len(groups[k]))
+    reference = json.loads(main_key)
+    kept, flagged, seen = [], [], set()
+    for run in runs:
+        key = json.dumps(recipe_key(run["config"]), sort_keys=True)
+        ident = (run["config"]["model"]["name"], run["config"]["train"]["seed"])
+        if key != main_key:
+            run["reason"] = "different recipe: " + _describe_difference(reference, recipe_key(run["config"]))
+        elif not run["history"].get("finished"):
+            run["reason"] = f"unfinished: {len(run['history']['epoch']['epoch'])} of {run['config']['train']['epochs']} epochs"
+        elif ident in seen:
+            run["reason"] = f"duplicate of model {ident[0]} seed {ident[1]}"
+        else:
+            seen.add(ident)
+            kept.append(run)
+            continue
+        flagged.append(run)
+    return kept, flagged
+
+
+def interleaved_throughput(models: dict, batch_size: int, repeats: int = 10, warmup: int = 2) -> dict[str, float]:
+    """Images/s of each model's eval forward pass, timed round-robin in one process; median of repeats."""
+    import paddle
+
+    x = paddle.randn([batch_size, 3, 128, 128])
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with paddle.no_grad():
+        for i in range(warmup + repeats):
+            for name, model in models.items():
+                start = time.perf_counter()
+                model(x).numpy()
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return {name: batch_size / float(np.median(t)) for name, t in times.items()}
+
+
+def summarise(runs: list[dict], throughput: dict[str, float] | None = None) -> dict:
+    """Per-model statistics of comparable runs (see the module docstring)."""
+    by_model: dict[str, list[dict]] = {}
+    for run in sorted(runs, key=lambda r: r["config"]["train"]["seed"]):
+        by_model.setdefault(run["config"]["model"]["name"], []).append(run)
+    metrics = {
+        "train_acc": lambda h: h["epoch"]["train_acc"][-1],
+        "best_val_acc": lambda h: h["best"]["val_acc"],
+        "final_val_acc": lambda h: h["epoch"]["val_acc"][-1],
+    }
+    models = {}
+    for name, group in by_model.items():
+        hist = [r["history"] for r in group]
+        row = {"seeds": [r["config"]["train"]["seed"] for r in group], "params": hist[0]["params"],
+               "runs": [r["dir"] for r in group]}
+        for metric, get in metrics.items():
+            values = [get(h) for h in hist]
+            row[metric] = {"values": values, "mean": mean(values), "std": std(values)}
+        e2e = [h["throughput"]["end_to_end_ips"] for h in hist if "end_to_end_ips" in h.get("throughput", {})]
+        row["end_to_end_ips"] = mean(e2e) if e2e else None
+        row["model_only_ips"] = (throughput or {}).get(name)
+        row["train_seconds"] = mean([sum(h["epoch"]["epoch_time"]) for h in hist])
+        models[name] = row
+    base = models.get(BASELINE)
+    for name, row in models.items():
+        if base is None or name == BASELINE:
+            continue
+        for metric in ("best_val_acc", "final_val_acc"):
+            a, b = row[metric]["values"], base[metric]["values"]
+            if row["seeds"] == base["seeds"]:
+                d, lo, hi = mean_ci([x - y for x, y in zip(a, b)])
+                method = "paired by seed, t interval"
+            else:
+                d, lo, hi = diff_ci(a, b)
+                method = "unpaired, Welch t interval"
+            row[f"delta_{metric}"] = {"mean": d, "ci95": [lo, hi], "method": method}
+        if row["model_only_ips"] and base["model_only_ips"]:
+            row["simam_overhead_pct"] = 100 * (base["model_only_ips"] / row["model_only_ips"] - 1)
+    return models
+
+
+def _pm(stat: dict, scale: float = 100) -> str:
+    return f"{stat['mean'] * scale:.2f} ± {stat['std'] * scale:.2f}"
+
+
+def _delta(row: dict, metric: str) -> str:
+    d = row.get(f"delta_{metric}")
+    if d is None:
+        return "—"
+    lo, hi = d["ci95"]
+    ci = "" if math.isnan(lo) else f" [{lo * 100:+.2f}, {hi * 100:+.2f}]"
+    return f"{d['mean'] * 100:+.2f}{ci}"
+
+
+def markdown_table(models: dict) -> str:
+    head = ("| model | seeds | params | train acc (%) | best val acc (%) | final val acc (%) | Δ best val (pts, 95% CI) "
+            "| Δ final val (pts, 95% CI) | model-only img/s | end-to-end img/s | SimAM overhead |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, row in models.items():
+        ips = f"{row['model_only_ips']:.1f}" if row["model_only_ips"] else "—"
+        e2e = f"{row['end_to_end_ips']:.1f}" if row["end_to_end_ips"] else "—"
+        overhead = f"{row['simam_overhead_pct']:+.1f}%" if "simam_overhead_pct" in row else "—"
+        lines.append(f"| {name} | {len(row['seeds'])} | {row['params']:,} | {_pm(row['train_acc'])} | "
+                     f"{_pm(row['best_val_acc'])} | {_pm(row['final_val_acc'])} | {_delta(row, 'best_val_acc')} | "
+                     f"{_delta(row, 'final_val_acc')} | {ips} | {e2e} | {overhead} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves_over_seeds(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    by_model: dict[str, list[dict]] = {}
+    for run in runs:
+        by_model.setdefault(run["config"]["model"]["name"], []).append(run["history"]["epoch"])
+    for name, epochs in by_model.items():
+        x = epochs[0]["epoch"]
+        for ax, key in zip(axes, ("val_acc", "val_loss")):
+            values = np.array([e[key] for e in epochs])
+            m, s = values.mean(axis=0), values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(len(x))
+            ax.plot(x, m, "o-", ms=3, label=f"{name} (mean of {len(values)} seeds)")
+            ax.fill_between(x, m - s, m + s, alpha=0.2)
+    for ax, label in zip(axes, ("validation accuracy", "validation loss")):
+        ax.set(xlabel="epoch", ylabel=label, title=f"{label}, mean ± std over seeds")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)
+    plt.close(fig)
+
+
+def compare(run_dirs: list[Path], out: Path, measure_throughput: bool = True, repeats: int = 10) -> dict:
+    runs = [load_run(Path(d)) for d in run_dirs]
+    kept, flagged = select_comparable(runs)
+    throughput = None
+    if measure_throughput and kept:
+        from .runs import load_run_model
+
+        first = {}
+        for run in kept:
+            first.setdefault(run["config"]["model"]["name"], run["dir"])
+        models = {name: load_run_model(d)[0] for name, d in first.items()}
+        throughput = interleaved_throughput(models, kept[0]["config"]["data"]["batch_size"], repeats)
+    models = summarise(kept, throughput)
+    out.mkdir(parents=True, exist_ok=True)
+    env = kept[0]["history"]["environment"] if kept else {}
+    result = {
+        "models": models,
+        "recipe": recipe_key(kept[0]["config"]) if kept else None,
+        "flagged": [{"dir": r["dir"], "reason": r["reason"]} for r in flagged],
+        "environment": env,
+        "throughput_method": (f"model-only: eval forward of a [{kept[0]['config']['data']['batch_size']}, 3, 128, 128] "
+                              f"batch, models interleaved in one process, median of {repeats} after 2 warm-up"
+                              if throughput else "not measured"),
+    }
+    atomic_write_json(out / "results.json", result)
+    text = markdown_table(models)
+    if flagged:
+        text += "\nFlagged, not averaged:\n" + "".join(f"- {r['dir']}: {r['reason']}\n" for r in flagged)
+    text += (f"\nAccuracies: mean ± sample std over seeds, in %. Δ: difference to {BASELINE} in points, "
+             f"{next((r['delta_final_val_acc']['method'] for r in models.values() if 'delta_final_val_acc' in r), 'n/a')}. "
+             f"Throughput: {result['throughput_method']}; end-to-end: the test set through the data loader, "
+             f"median over epochs, mean over seeds. Machine: {env.get('cpu_count')} CPU cores ({env.get('machine')}), "
+             f"{env.get('device')}, Paddle {env.get('paddle')}, Python {env.get('python')}.\n")
+    atomic_write_text(out / "results.md", text)
+    if kept:
+        plot_curves_over_seeds(kept, out / "curves.png")
+        for name, row in models.items():
+            grid = Path(row["runs"][0]) / "predictions.png"
+            if grid.is_file():
+                shutil.copyfile(grid, out / f"predictions_{name}.png")
+    return result | {"markdown": text}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/compare.py", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories written by simam_paddle.train")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (default results/)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed repeats for the model-only throughput")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the model-only throughput measurement")
+    args = parser.parse_args(argv)
+    try:
+        result = compare(args.run_dirs, args.out, not args.no_throughput, args.repeats)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result["markdown"])
+    print(f"written: {args.out}/results.md, results.json, curves.png")
+    return 0
