@@ -1,0 +1,265 @@
+"""Export a trained run for deployment, Paddle Inference or ONNX, checked against the run's own model.
+
+    python -m simam_paddle.export RUN_DIR --format paddle|onnx [--weights best|final] [--output DIR] [--overwrite]
+
+Writes (default ``RUN_DIR/export/<format>/``):
+
+    paddle   model.json + model.pdiparams    paddle.jit.save (for paddle.inference), input "image"
+    onnx     model.onnx                      paddle2onnx (opset 13), for onnxruntime and others
+    both     export.json                     model, weights, class names, input and preprocessing, the check
+
+The input is a float32 batch [N, 3, S, S] with any N (S = 128, or the model's ``input_size``), images
+prepared as by ``simam_paddle.data.build_test_transform``; the output is the logits [N, num_classes].
+
+Every export is checked before it is put in place: test images (real ones from ``data.root`` when it
+is an image folder, else rendered ones; the message says which) go through the dynamic-graph model
+and through the export (paddle.inference, or onnxruntime), as one batch and as a batch of one; the
+largest absolute difference of the logits must be <= 1e-4. The result is printed and stored in
+export.json. A failed export or check leaves nothing behind and exits non-zero; an existing export is
+replaced only with ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import paddle
+
+from .config import ConfigError
+from .data.transforms import MEAN, SIZE, STD
+from .io import atomic_write_json
+from .runs import WEIGHTS, load_run_model
+from .samples import class_names, sample_images
+
+FORMATS = ("paddle", "onnx")
+TOLERANCE = 1e-4  # largest allowed |logit difference| between the export and the dynamic-graph model
+ONNX_OPSET = 13
+INPUT_NAME = "image"
+META_FILE = "export.json"
+PREPROCESSING = (
+    f"simam_paddle.data.build_test_transform: RGB uint8 HWC -> resize to {SIZE}x{SIZE}, scale to [0, 1], "
+    f"normalise with mean {MEAN} and std {STD}, CHW float32"
+)
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be made or does not match its model; the message says why."""
+
+
+def _require_onnx():
+    try:
+        import onnxruntime
+        import paddle2onnx
+    except ImportError as exc:
+        raise ExportError(
+            f"ONNX export needs paddle2onnx and onnxruntime ({exc.name} is not installed): pip install 'simam-paddle[export]'"
+        ) from None
+    return paddle2onnx, onnxruntime
+
+
+def input_size(model: paddle.nn.Layer) -> int:
+    """The square input size a model declares (``model.input_size``), else the test transforms' size."""
+    return int(getattr(model, "input_size", None) or SIZE)
+
+
+def _jit_save(model: paddle.nn.Layer, prefix: Path) -> Path:
+    size = input_size(model)
+    spec = [paddle.static.InputSpec([None, 3, size, size], "float32", INPUT_NAME)]
+    paddle.jit.save(model, str(prefix), input_spec=spec)
+    return _program_file(prefix.parent)
+
+
+def _program_file(folder: Path) -> Path:
+    """model.json (PIR, Paddle 3's default) or model.pdmodel (the old IR)."""
+    for name in ("model.json", "model.pdmodel"):
+        if (folder / name).is_file():
+            return folder / name
+    raise ExportError(f"{folder} holds no exported Paddle program (model.json or model.pdmodel)")
+
+
+def write_paddle(model: paddle.nn.Layer, folder: Path) -> None:
+    _jit_save(model, folder / "model")
+
+
+def write_onnx(model: paddle.nn.Layer, folder: Path) -> None:
+    paddle2onnx, _ = _require_onnx()
+    with tempfile.TemporaryDirectory() as tmp:
+        program = _jit_save(model, Path(tmp) / "model")
+        paddle2onnx.export(
+            str(program), str(Path(tmp) / "model.pdiparams"), str(folder / "model.onnx"), opset_version=ONNX_OPSET
+        )
+    if not (folder / "model.onnx").is_file():
+        raise ExportError("paddle2onnx wrote no model.onnx (see its messages above)")
+
+
+def paddle_runner(folder: Path) -> Runner:
+    """Run a Paddle export through paddle.inference: float32 [N, 3, S, S] -> logits."""
+    from paddle import inference
+
+    config = inference.Config(str(_program_file(folder)), str(folder / "model.pdiparams"))
+    config.disable_glog_info()
+    predictor = inference.create_predictor(config)
+    source = predictor.get_input_handle(predictor.get_input_names()[0])
+    sink = predictor.get_output_handle(predictor.get_output_names()[0])
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        source.reshape(list(batch.shape))
+        source.copy_from_cpu(np.ascontiguousarray(batch, dtype=np.float32))
+        predictor.run()
+        return sink.copy_to_cpu()
+
+    return run
+
+
+def onnx_runner(folder: Path) -> Runner:
+    """Run an ONNX export through onnxruntime (CPU): float32 [N, 3, S, S] -> logits."""
+    _, onnxruntime = _require_onnx()
+    session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+WRITERS = {"paddle": write_paddle, "onnx": write_onnx}
+RUNNERS = {"paddle": paddle_runner, "onnx": onnx_runner}
+
+
+def load_exported(path: str | Path) -> tuple[Runner, dict]:
+    """The runner of an export folder (or of a file in it) and its export.json."""
+    folder = Path(path)
+    folder = folder if folder.is_dir() else folder.parent
+    meta_path = folder / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{path} is not an export of simam_paddle.export: {meta_path} is missing")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") not in RUNNERS:
+        raise ExportError(f"{meta_path}: unknown format {meta.get('format')!r}; expected one of {', '.join(FORMATS)}")
+    return RUNNERS[meta["format"]](folder), meta
+
+
+def check_export(run: Runner, batch: np.ndarray, reference: np.ndarray) -> dict:
+    """Largest |logit difference| of the export against the reference logits, batched and one by one."""
+    diff_batch = float(np.abs(run(batch) - reference).max())
+    diff_single = float(np.abs(run(batch[:1]) - reference[:1]).max())
+    return {
+        "images": len(batch),
+        "max_abs_diff": max(diff_batch, diff_single),
+        "max_abs_diff_batch": diff_batch,
+        "max_abs_diff_batch_of_1": diff_single,
+        "tolerance": TOLERANCE,
+    }
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def export(
+    run_dir: str | Path,
+    fmt: str,
+    weights: str = "best",
+    output: str | Path | None = None,
+    overwrite: bool = False,
+    images: int = 16,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Export a run's model in ``fmt`` (paddle | onnx), check it, and return what export.json holds."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        _require_onnx()  # before any work
+    output = Path(output) if output is not None else Path(run_dir) / "export" / fmt
+    if output.exists() and not overwrite and not (output.is_dir() and not any(output.iterdir())):
+        raise ExportError(f"{output} already exists; pass --overwrite to replace it, or choose another --output")
+    model, config = load_run_model(run_dir, weights)
+    samples = sample_images(config, images)
+    batch = samples.batch()
+    with paddle.no_grad():
+        reference = model(paddle.to_tensor(batch)).numpy()
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
+    staging.chmod(0o755)  # mkdtemp's 0700 would make the export private to this user
+    try:
+        try:
+            WRITERS[fmt](model, staging)
+            run = RUNNERS[fmt](staging)
+            check = check_export(run, batch, reference)
+        except ExportError:
+            raise
+        except Exception as exc:
+            raise ExportError(f"{fmt} export of {run_dir} failed: {type(exc).__name__}: {exc}") from exc
+        check["source"] = samples.source
+        engine = "paddle.inference" if fmt == "paddle" else "onnxruntime"
+        verdict = "OK" if check["max_abs_diff"] <= TOLERANCE else "FAILED"
+        log(
+            f"check ({engine} vs dynamic graph, {samples.source}): max abs logit diff "
+            f"{check['max_abs_diff_batch']:.2e} (batch of {len(batch)}), {check['max_abs_diff_batch_of_1']:.2e} "
+            f"(batch of 1); tolerance {TOLERANCE:.0e}: {verdict}"
+        )
+        if verdict != "OK":
+            raise ExportError(
+                f"the {fmt} export differs from the model by {check['max_abs_diff']:.3g} > {TOLERANCE:.0e}; nothing was written"
+            )
+        size = input_size(model)
+        meta = {
+            "format": fmt,
+            "files": sorted(p.name for p in staging.iterdir()) + [META_FILE],
+            "run_dir": str(Path(run_dir).resolve()),
+            "weights": weights,
+            "model": dict(config["model"]),
+            "class_names": class_names(config["model"]["num_classes"]),
+            "input": {"name": INPUT_NAME, "shape": [None, 3, size, size], "dtype": "float32", "preprocessing": PREPROCESSING},
+            "output": "logits [N, num_classes]",
+            "check": check,
+            "versions": {"paddlepaddle": paddle.__version__},
+        }
+        if fmt == "onnx":
+            paddle2onnx, onnxruntime = _require_onnx()
+            meta["opset"] = ONNX_OPSET
+            meta["versions"].update(paddle2onnx=paddle2onnx.__version__, onnxruntime=onnxruntime.__version__)
+        atomic_write_json(staging / META_FILE, meta)
+        if output.exists():
+            _remove(output)
+        os.replace(staging, output)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    log(f"wrote {fmt} export of {Path(run_dir) / WEIGHTS[weights]} to {output}/ ({', '.join(meta['files'])})")
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m simam_paddle.export",
+        description="Export a trained run for Paddle Inference or ONNX, checked against the run's model on test images.",
+    )
+    parser.add_argument("run_dir", help="run directory (config.yaml + best_model.pdparams / final_model.pdparams)")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="paddle: paddle.jit.save for paddle.inference; onnx: via paddle2onnx")
+    parser.add_argument("--weights", default="best", choices=sorted(WEIGHTS), help="which weights of the run (default: best)")
+    parser.add_argument("--output", default=None, help="folder to write (default: RUN_DIR/export/<format>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing export at --output")
+    parser.add_argument("--images", type=int, default=16, help="test images for the check (default: 16)")
+    args = parser.parse_args(argv)
+    try:
+        export(args.run_dir, args.format, args.weights, args.output, args.overwrite, args.images)
+    except (ExportError, ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Classify image files with a trained run or with its export: the top-k classes and their probabilities.
+
+    python -m simam_paddle.predict RUN_DIR|EXPORT_DIR IMAGE [IMAGE ...] [--top-k 3] [--weights best|final]
+
+RUN_DIR is a run directory (its ``best`` or ``final`` weights in the dynamic graph); EXPORT_DIR is a
+folder written by ``simam_paddle.export`` (Paddle Inference or ONNX), or a file in it. Images of any
+size are prepared by the test transforms (resize to 128x128, normalise). A file that cannot be read as
+an image stops the run before any model is loaded, with an error naming it and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import paddle
+
+from .config import ConfigError
+from .data import load_image
+from .export import META_FILE, ExportError, load_exported
+from .runs import WEIGHTS, load_run_model
+from .samples import class_names, preprocess
+
+BATCH_SIZE = 64
+
+
+def load_classifier(path: str | Path, weights: str = "best") -> tuple[Callable[[np.ndarray], np.ndarray], list[str]]:
+    """A function from a preprocessed batch to logits, and the class names, for a run or an export."""
+    path = Path(path)
+    if (path / "config.yaml").is_file():
+        model, config = load_run_model(path, weights)
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            with paddle.no_grad():
+                return model(paddle.to_tensor(batch)).numpy()
+
+        return run, class_names(config["model"]["num_classes"])
+    if (path if path.is_dir() else path.parent).joinpath(META_FILE).is_file():
+        run, meta = load_exported(path)
+        return run, meta["class_names"]
+    raise FileNotFoundError(
+        f"{path} is neither a run directory (no config.yaml) nor an export of simam_paddle.export (no {META_FILE})"
+    )
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict(
+    model_path: str | Path, image_paths: list[str | Path], top_k: int = 3, weights: str = "best"
+) -> list[list[tuple[str, float]]]:
+    """For each image, its ``top_k`` (class name, probability) pairs, most probable first."""
+    if top_k < 1:
+        raise ValueError(f"top-k must be >= 1, got {top_k}")
+    images = [load_image(p) for p in image_paths]  # every file is read before the model is loaded
+    run, names = load_classifier(model_path, weights)
+    k = min(top_k, len(names))
+    results = []
+    for start in range(0, len(images), BATCH_SIZE):
+        for probs in softmax(run(preprocess(images[start : start + BATCH_SIZE]))):
+            order = np.argsort(-probs, kind="stable")[:k]
+            results.append([(names[i], float(probs[i])) for i in order])
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m simam_paddle.predict", description="Top-k classes of image files, from a run or an export."
+    )
+    parser.add_argument("model", help="run directory, or export folder of simam_paddle.export")
+    parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    parser.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
+    parser.add_argument("--weights", default="best", choices=sorted(WEIGHTS), help="weights of a run directory (default: best)")
+    args = parser.parse_args(argv)
+    try:
+        results = predict(args.model, args.images, args.top_k, args.weights)
+    except (ValueError, FileNotFoundError, ConfigError, ExportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for path, top in zip(args.images, results):
+        print(f"{path}: " + ", ".join(f"{name} {prob:.4f}" for name, prob in top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""A few test images for checks and figures: real ones where the run's data is an image folder.
+
+Export checks and the attention figure need images that look like the run's inputs. When the run's
+``data.root`` is an image folder (``ROOT/test/<class>/*.jpg``), the images are its first test files,
+taken class by class in turn. Otherwise (the CIFAR-10 archive, Paddle's cache) there is no file to
+point at, and the images are rendered here: coloured discs and bars on smooth backgrounds, 32x32 like
+CIFAR-10, the same for every call. ``Samples.source`` says which, so every printed check can say it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .data import CLASS_NAMES, build_test_transform, load_image
+from .data.sources import list_image_folder
+
+RENDER_SIZE = 32
+
+
+@dataclass
+class Samples:
+    images: list[np.ndarray]  # HWC RGB uint8
+    labels: list[int | None]  # true class where known
+    names: list[str]  # file names, or "rendered-<k>"
+    source: str  # what the images are, for messages
+
+    def batch(self) -> np.ndarray:
+        """The images through the test transforms: float32 [N, 3, 128, 128]."""
+        return preprocess(self.images)
+
+
+def preprocess(images: list[np.ndarray]) -> np.ndarray:
+    transform = build_test_transform()
+    return np.stack([transform(image) for image in images]).astype(np.float32)
+
+
+def image_folder(root: str | Path | None) -> Path | None:
+    """``root`` as a Path when it is an image-folder root with a test split, else None."""
+    if root is None:
+        return None
+    path = Path(root).expanduser()
+    return path if (path / "test").is_dir() else None
+
+
+def render_images(count: int, size: int = RENDER_SIZE, seed: int = 0) -> list[np.ndarray]:
+    """``count`` synthetic RGB uint8 pictures: a colour gradient, a disc and a bar, placed at random."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0.0, 1.0, size, dtype=np.float32)
+    images = []
+    for _ in range(count):
+        top, bottom = rng.uniform(0, 255, (2, 3))
+        image = (top[None, None] * (1 - ramp)[:, None, None] + bottom[None, None] * ramp[:, None, None])
+        image = np.ascontiguousarray(np.broadcast_to(image, (size, size, 3)).astype(np.uint8))
+        cx, cy = (int(v) for v in rng.integers(size // 4, 3 * size // 4, 2))
+        cv2.circle(image, (cx, cy), int(rng.integers(size // 8, size // 3)), tuple(int(v) for v in rng.integers(0, 256, 3)), -1)
+        x0, y0 = (int(v) for v in rng.integers(0, size // 2, 2))
+        cv2.rectangle(image, (x0, y0), (x0 + size // 2, y0 + size // 8), tuple(int(v) for v in rng.integers(0, 256, 3)), -1)
+        images.append(image)
+    return images
+
+
+def sample_images(config: dict, count: int) -> Samples:
+    """``count`` test images of the run described by ``config``: real where possible, else rendered."""
+    if count < 1:
+        raise ValueError(f"the number of images must be >= 1, got {count}")
+    root = image_folder(config["data"]["root"])
+    if root is None:
+        return Samples(
+            render_images(count),
+            [None] * count,
+            [f"rendered-{k}" for k in range(count)],
+            f"{count} rendered {RENDER_SIZE}x{RENDER_SIZE} images (data.root {config['data']['root']!r} is not an image folder)",
+        )
+    files, labels = list_image_folder(root, "test")
+    by_class = [np.flatnonzero(labels == c) for c in range(len(CLASS_NAMES))]
+    chosen = [by_class[k % len(by_class)][k // len(by_class)] for k in range(count)]  # class by class in turn
+    return Samples(
+        [load_image(files[k]) for k in chosen],
+        [int(labels[k]) for k in chosen],
+        [str(files[k]) for k in chosen],
+        f"{count} real test images from {root / 'test'}",
+    )
+
+
+def class_names(num_classes: int) -> list[str]:
+    """CIFAR-10's names for a 10-class model, ``class_<k>`` otherwise."""
+    return list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else [f"class_{k}" for k in range(num_classes)]

@@ -1,0 +1,145 @@
+"""Pictures of SimAM's attention: test images beside the weights that each SimAM layer gives them.
+
+    python -m simam_paddle.visualize RUN_DIR [--output PNG] [--images 6] [--weights best|final]
+
+The input x of every SimAM layer is collected with a forward pre-hook; its weight, sigmoid(e) with
+e = (x - mu)^2 / (4 (var + lambda)) + 0.5 (RECIPE.md; ``simam_weight``), is averaged over the channels,
+upsampled to the image (bilinear) and laid over it: bright = weighted up = attended. The weights are
+at least sigmoid(0.5) ~= 0.62 everywhere and a channel average varies little, so each panel is
+coloured over its own range, printed under it. The images are the run's test images (real ones from
+an image-folder ``data.root``, else rendered; see ``samples.py``), each row titled with the model's
+prediction (and the true class where known). Written as a PNG (matplotlib, Agg), by default to
+``RUN_DIR/attention.png``, of exactly ``figure_pixels(images, layers)`` pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import paddle
+from matplotlib.figure import Figure
+
+from .config import ConfigError
+from .data.transforms import SIZE
+from .io import atomic_savefig
+from .models import SimAM
+from .predict import softmax
+from .runs import WEIGHTS, load_run_model
+from .samples import class_names, sample_images
+
+PANEL_INCHES = 1.6
+HEADER_INCHES = 0.5  # room for the layer names above the first row
+DPI = 100
+OVERLAY_ALPHA = 0.55
+
+
+def simam_weight(x: np.ndarray, e_lambda: float) -> np.ndarray:
+    """SimAM's weight sigmoid(e) for x [B, C, H, W], in float64; a 1x1 map has variance 0, so e = 0.5."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[2] * x.shape[3] - 1
+    d2 = (x - x.mean(axis=(2, 3), keepdims=True)) ** 2
+    var = d2.sum(axis=(2, 3), keepdims=True) / max(n, 1)  # n == 0: d2 is exactly 0, var = 0 as in the layer
+    e = d2 / (4 * (var + e_lambda)) + 0.5
+    return 1 / (1 + np.exp(-e))
+
+
+def attention_maps(model: paddle.nn.Layer, batch: np.ndarray) -> tuple[list[tuple[str, np.ndarray]], np.ndarray]:
+    """Per SimAM layer (in call order) its name and channel-averaged weights [B, h, w]; and the logits."""
+    layers = [(name, layer) for name, layer in model.named_sublayers() if isinstance(layer, SimAM)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no SimAM layer: there is no attention to show")
+    names = {id(layer): name for name, layer in layers}
+    seen: list[tuple[str, np.ndarray]] = []
+
+    def record(layer, inputs):
+        x = inputs[0].numpy()
+        seen.append((names[id(layer)], simam_weight(x, layer.e_lambda).mean(axis=1)))
+
+    hooks = [layer.register_forward_pre_hook(record) for _, layer in layers]
+    try:
+        with paddle.no_grad():
+            logits = model(paddle.to_tensor(batch)).numpy()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen, logits
+
+
+def figure_pixels(n_images: int, n_layers: int) -> tuple[int, int]:
+    """(width, height) in pixels of the figure for ``n_images`` rows and ``n_layers`` SimAM layers."""
+    return round((n_layers + 1) * PANEL_INCHES * DPI), round((n_images * PANEL_INCHES + HEADER_INCHES) * DPI)
+
+
+def draw(images: list[np.ndarray], maps: list[tuple[str, np.ndarray]], titles: list[str]) -> Figure:
+    """The figure: a row per image, the image first, then its weights of each layer over it."""
+    rows, cols = len(images), len(maps) + 1
+    width, height = figure_pixels(rows, len(maps))
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=1 - HEADER_INCHES / (height / DPI), wspace=0.05, hspace=0.3)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for r, image in enumerate(images):
+        shown = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+        axes[r, 0].imshow(shown)
+        axes[r, 0].set_title(titles[r], fontsize=7)
+        for c, (name, weights) in enumerate(maps, start=1):
+            w = cv2.resize(weights[r].astype(np.float32), (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+            lo, hi = float(weights[r].min()), float(weights[r].max())
+            axes[r, c].imshow(shown)
+            axes[r, c].imshow(w, cmap="jet", alpha=OVERLAY_ALPHA, vmin=lo, vmax=hi if hi > lo else lo + 1e-6)
+            axes[r, c].set_title(f"{lo:.3f}-{hi:.3f}", fontsize=6, y=-0.13)
+            if r == 0:
+                h_, w_ = weights.shape[1:]
+                fig.text(
+                    axes[0, c].get_position().x0 + axes[0, c].get_position().width / 2,
+                    axes[0, c].get_position().y1 + 0.2 * HEADER_INCHES / (height / DPI),
+                    f"{name}\n{h_}x{w_}",
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                )
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+def visualize(run_dir: str | Path, output: str | Path | None = None, images: int = 6, weights: str = "best") -> Path:
+    """Write the attention figure of a run; returns its path."""
+    model, config = load_run_model(run_dir, weights)
+    samples = sample_images(config, images)
+    maps, logits = attention_maps(model, samples.batch())
+    names = class_names(config["model"]["num_classes"])
+    probs = softmax(logits)
+    titles = []
+    for label, p in zip(samples.labels, probs):
+        guess = f"pred: {names[int(p.argmax())]} {p.max():.2f}"
+        titles.append(guess if label is None else f"true: {names[label]}\n{guess}")
+    output = Path(output) if output is not None else Path(run_dir) / "attention.png"
+    atomic_savefig(draw(samples.images, maps, titles), output, dpi=DPI)
+    print(f"wrote {output}: {len(samples.images)} images ({samples.source}) x {len(maps)} SimAM layers")
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m simam_paddle.visualize", description="Test images beside the attention weights of each SimAM layer, as a PNG."
+    )
+    parser.add_argument("run_dir", help="run directory of a model with SimAM layers")
+    parser.add_argument("--output", default=None, help="PNG file to write (default: RUN_DIR/attention.png)")
+    parser.add_argument("--images", type=int, default=6, help="number of test images, one per row (default: 6)")
+    parser.add_argument("--weights", default="best", choices=sorted(WEIGHTS), help="which weights of the run (default: best)")
+    args = parser.parse_args(argv)
+    try:
+        visualize(args.run_dir, args.output, args.images, args.weights)
+    except (ValueError, FileNotFoundError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Export round trips: Paddle Inference and ONNX against the dynamic-graph model; refusals and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+from run_dirs import make_run_dir, needs_onnx
+
+from conftest import REPO_ROOT
+from simam_paddle import export as export_module
+from simam_paddle.export import TOLERANCE, load_exported, main
+from simam_paddle.runs import load_run_model
+from simam_paddle.samples import sample_images
+
+@pytest.fixture
+def run_dir(tmp_path, cifar10_jpeg):
+    return make_run_dir(tmp_path / "run", "model.name=alexnet_simam", "model.e_lambda=1e-5", f"data.root={cifar10_jpeg}")
+
+
+def independent_check(run_dir, folder, count=5):
+    """Logits of the export and of the dynamic-graph model on ``count`` real images, batch sizes 1 and count."""
+    run, meta = load_exported(folder)
+    model, config = load_run_model(run_dir)
+    batch = sample_images(config, count).batch()
+    with paddle.no_grad():
+        expected = model(paddle.to_tensor(batch)).numpy()
+    for got, want in ((run(batch), expected), (run(batch[2:3]), expected[2:3])):
+        assert got.shape == want.shape
+        diff = np.abs(got - want).max()
+        assert diff <= TOLERANCE, f"max abs diff {diff:.3g}"
+    return meta
+
+
+@pytest.mark.parametrize("fmt, files", [("paddle", {"model.json", "model.pdiparams"}), pytest.param("onnx", {"model.onnx"}, marks=needs_onnx)])
+def test_round_trip_on_real_images(run_dir, fmt, files, capsys):
+    assert main([str(run_dir), "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    assert "16 real test images from" in out and "tolerance 1e-04: OK" in out
+    folder = run_dir / "export" / fmt
+    assert {p.name for p in folder.iterdir()} == files | {"export.json"}
+    meta = independent_check(run_dir, folder)
+    assert meta["format"] == fmt and meta["input"]["shape"] == [None, 3, 128, 128]
+    assert meta["check"]["max_abs_diff"] <= TOLERANCE and meta["check"]["images"] == 16
+    assert meta["class_names"][3] == "cat" and meta["model"]["name"] == "alexnet_simam"
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "staging folder left behind"
+
+
+@needs_onnx
+def test_onnx_batch_dimension_is_dynamic(run_dir):
+    import onnxruntime
+
+    assert main([str(run_dir), "--format", "onnx", "--images", "4", "--output", str(run_dir / "onnx")]) == 0
+    session = onnxruntime.InferenceSession(str(run_dir / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert inp.name == "image" and not isinstance(inp.shape[0], int) and inp.shape[1:] == [3, 128, 128]
+
+
+def test_rendered_images_when_data_root_is_no_image_folder(tmp_path, capsys):
+    run = make_run_dir(tmp_path / "run", "model.name=alexnet_simam", weights=("final",))
+    assert main([str(run), "--format", "paddle", "--weights", "final", "--images", "3"]) == 0
+    assert "3 rendered 32x32 images (data.root None is not an image folder)" in capsys.readouterr().out
+    meta = json.loads((run / "export" / "paddle" / "export.json").read_text())
+    assert meta["weights"] == "final" and meta["check"]["source"].startswith("3 rendered")
+
+
+def test_existing_export_is_not_overwritten_silently(run_dir, capsys):
+    assert main([str(run_dir), "--format", "paddle", "--images", "2"]) == 0
+    params = run_dir / "export" / "paddle" / "model.pdiparams"
+    before = params.stat().st_mtime_ns
+    assert main([str(run_dir), "--format", "paddle", "--images", "2"]) == 1
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert params.stat().st_mtime_ns == before
+    assert main([str(run_dir), "--format", "paddle", "--images", "2", "--overwrite"]) == 0
+    assert params.stat().st_mtime_ns != before
+
+
+def test_failed_check_writes_nothing(run_dir, monkeypatch, capsys):
+    monkeypatch.setattr(export_module, "TOLERANCE", -1.0)
+    assert main([str(run_dir), "--format", "paddle", "--images", "2"]) == 1
+    captured = capsys.readouterr()
+    assert "FAILED" in captured.out and "differs from the model" in captured.err and "nothing was written" in captured.err
+    assert list((run_dir / "export").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{tmp}/missing", "--format", "paddle"], "is not a run directory"),
+        (["{run}", "--format", "paddle", "--weights", "final"], "has no final weights"),
+        (["{run}", "--format", "paddle", "--images", "0"], "number of images must be >= 1"),
+    ],
+)
+def test_errors_exit_non_zero_with_a_message(run_dir, tmp_path, args, message, capsys):
+    args = [a.format(tmp=tmp_path, run=run_dir) for a in args]
+    assert main(args) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_command_line_exit_status(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "simam_paddle.export", str(tmp_path), "--format", "paddle"],
+        cwd=REPO_ROOT, capture_output=True, text=True,
+    )
+    assert result.returncode == 1 and "is not a run directory" in result.stderr
+
+
+@pytest.mark.parametrize("fmt", ["paddle", pytest.param("onnx", marks=needs_onnx)])
+def test_resnet18_simam_export(tmp_path, cifar10_jpeg, fmt):
+    run = make_run_dir(tmp_path / "run", "model.name=resnet18_simam", f"data.root={cifar10_jpeg}")
+    assert main([str(run), "--format", fmt, "--images", "4"]) == 0
+    independent_check(run, run / "export" / fmt, count=3)

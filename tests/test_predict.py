@@ -1,0 +1,113 @@
+"""predict: top-k on real CIFAR-10 test images from a run and from its exports; errors name the file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import paddle
+import pytest
+from run_dirs import make_run_dir, needs_onnx
+
+from conftest import REPO_ROOT
+from simam_paddle.data import CLASS_NAMES, build_test_transform, load_image
+from simam_paddle.export import export
+from simam_paddle.predict import main, predict
+from simam_paddle.runs import load_run_model
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    return make_run_dir(tmp_path / "run", "model.name=alexnet_simam", "model.e_lambda=1e-5")
+
+
+@pytest.fixture
+def images(cifar10_jpeg):
+    return [cifar10_jpeg / "test" / name / "0000.jpg" for name in ("cat", "ship", "frog")]
+
+
+def expected_probabilities(run_dir, paths):
+    model, _ = load_run_model(run_dir)
+    transform = build_test_transform()
+    batch = np.stack([transform(load_image(p)) for p in paths])
+    with paddle.no_grad():
+        return paddle.nn.functional.softmax(model(paddle.to_tensor(batch)), axis=1).numpy()
+
+
+@pytest.mark.parametrize("top_k", [1, 3, 10, 50])
+def test_top_k_from_a_run_directory(run_dir, images, top_k):
+    results = predict(run_dir, images, top_k=top_k)
+    probs = expected_probabilities(run_dir, images)
+    assert len(results) == len(images)
+    for top, p in zip(results, probs):
+        assert len(top) == min(top_k, 10)
+        values = [v for _, v in top]
+        assert values == sorted(values, reverse=True)
+        for name, v in top:
+            assert v == pytest.approx(p[CLASS_NAMES.index(name)], abs=1e-6)
+        assert top[0][0] == CLASS_NAMES[int(p.argmax())]
+        if top_k >= 10:
+            assert sum(values) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["paddle", pytest.param("onnx", marks=needs_onnx)])
+def test_exported_model_predicts_as_the_run(run_dir, images, fmt):
+    export(run_dir, fmt, images=2, log=lambda _: None)
+    folder = run_dir / "export" / fmt
+    from_run = predict(run_dir, images, top_k=10)
+    for path in (folder, next(p for p in folder.iterdir() if p.name.startswith("model."))):
+        from_export = predict(path, images, top_k=10)
+        for a, b in zip(from_run, from_export):
+            assert [name for name, _ in a] == [name for name, _ in b]
+            assert np.allclose([v for _, v in a], [v for _, v in b], atol=1e-5)
+
+
+def test_images_of_any_size(run_dir, tmp_path, images):
+    odd = tmp_path / "odd.png"
+    cv2.imwrite(str(odd), cv2.resize(cv2.imread(str(images[0])), (70, 45)))
+    grey = tmp_path / "grey.png"
+    cv2.imwrite(str(grey), cv2.imread(str(images[1]), cv2.IMREAD_GRAYSCALE))
+    assert [len(top) for top in predict(run_dir, [odd, grey], top_k=2)] == [2, 2]
+
+
+def test_command_line_output(run_dir, images, capsys):
+    assert main([str(run_dir), *map(str, images), "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    for path, line in zip(images, lines):
+        head, _, rest = line.partition(": ")
+        assert head == str(path)
+        assert len(rest.split(", ")) == 2 and rest.split(", ")[0].split(" ")[0] in CLASS_NAMES
+
+
+def test_not_an_image_is_named(run_dir, tmp_path, images, capsys):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a picture")
+    assert main([str(run_dir), str(images[0]), str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert str(bad) in err and "not a readable image" in err
+    assert main([str(run_dir), str(tmp_path / "missing.png")]) == 1
+    assert "missing.png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{tmp}", "{image}"], "neither a run directory"),
+        (["{run}", "{image}", "--top-k", "0"], "top-k must be >= 1"),
+    ],
+)
+def test_errors(run_dir, tmp_path, images, args, message, capsys):
+    assert main([a.format(tmp=tmp_path, run=run_dir, image=images[0]) for a in args]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_command_line_exit_status_for_a_bad_image(run_dir, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG broken")
+    result = subprocess.run(
+        [sys.executable, "-m", "simam_paddle.predict", str(run_dir), str(bad)], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 1 and f"{bad}: not a readable image" in result.stderr
