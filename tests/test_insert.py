@@ -107,3 +107,24 @@ def test_second_insertion_is_refused():
     with pytest.raises(ValueError, match=r"layer1.0.conv2, layer1.1.conv2, layer2.0.conv2 and 5 more already have"):
         add_simam(model)
     assert len(simams(model)) == 8
+
+
+def test_official_placement_on_mobilenet_v2():
+    from paddle.vision.models import mobilenet_v2
+    from paddle.vision.models.mobilenetv2 import InvertedResidual
+
+    model = mobilenet_v2(num_classes=10)
+    model.eval()
+    keys, x = list(model.state_dict()), paddle.randn([1, 3, 32, 32])
+    out_before = model(x).numpy()
+    blocks = [layer for layer in model.sublayers() if isinstance(layer, InvertedResidual)]
+    assert add_simam(model) == len(blocks) == 17
+    for block in blocks:
+        # after the depthwise convolution (groups == channels), before its BatchNorm, in every block
+        (conv,) = [layer for layer in block.sublayers() if isinstance(layer, nn.Conv2D) and hasattr(layer, "attn")]
+        assert conv._groups == conv._in_channels == conv._out_channels > 1
+        depthwise_unit = next(layer for layer in block.conv if conv in layer.sublayers())
+        assert [type(layer).__name__ for layer in depthwise_unit][:2] == ["Conv2D", "BatchNorm2D"]
+    assert list(model.state_dict()) == keys
+    out_after = model(x).numpy()
+    assert np.isfinite(out_after).all() and not np.allclose(out_before, out_after)

@@ -1,9 +1,10 @@
 """Put SimAM (or any attention of the factory) into an existing ``paddle.nn.Layer``.
 
-``add_simam(model)`` on a ResNet of ``paddle.vision.models`` uses the placement of the paper's
-official code: right after the 3x3 convolution (``conv2``) of every BasicBlock and BottleneckBlock,
-before its BatchNorm (``bn2``) and the residual add. ``after_types=`` / ``after_names=`` choose other
-places in any model.
+``add_simam(model)`` on a ResNet or MobileNetV2 of ``paddle.vision.models`` uses the placement of the
+paper's official code: right after the 3x3 convolution (``conv2``) of every BasicBlock and
+BottleneckBlock, before its BatchNorm (``bn2``) and the residual add; in MobileNetV2, right after the
+depthwise convolution of every InvertedResidual, before its BatchNorm. ``after_types=`` /
+``after_names=`` choose other places in any model.
 
 How it is attached: the attention becomes a child ``attn`` of the layer it follows, and a forward
 post-hook of that layer passes the layer's output through it. No layer is replaced or renamed, so the
@@ -18,13 +19,28 @@ from fnmatch import fnmatchcase
 from typing import Iterable
 
 from paddle import nn
+from paddle.vision.models.mobilenetv2 import InvertedResidual
 from paddle.vision.models.resnet import BasicBlock, BottleneckBlock
 
 from .attention import create_attn
 
 ATTN_NAME = "attn"  # the child that holds the inserted attention: e.g. layer1.0.conv2.attn
-# Official placement in ResNet blocks: the attention follows this child of the block.
-RESNET_PLACEMENT = {BasicBlock: "conv2", BottleneckBlock: "conv2"}
+
+
+def _depthwise_conv(block: nn.Layer) -> str:
+    return next(
+        name
+        for name, layer in block.named_sublayers()
+        if isinstance(layer, nn.Conv2D) and layer._groups > 1 and layer._groups == layer._in_channels
+    )
+
+
+# The official placement: per block type, the child of the block that the attention follows.
+OFFICIAL_PLACEMENT = {
+    BasicBlock: lambda block: "conv2",
+    BottleneckBlock: lambda block: "conv2",
+    InvertedResidual: _depthwise_conv,
+}
 
 
 def _apply_attn(layer: nn.Layer, inputs, output):
@@ -32,12 +48,13 @@ def _apply_attn(layer: nn.Layer, inputs, output):
 
 
 def official_places(model: nn.Layer) -> list[str]:
-    """Names of the layers that SimAM follows in the official ResNet placement (empty for other models)."""
-    return [
-        f"{name}.{RESNET_PLACEMENT[type(block)]}" if name else RESNET_PLACEMENT[type(block)]
-        for name, block in model.named_sublayers(include_self=True)
-        if type(block) in RESNET_PLACEMENT
-    ]
+    """Names of the layers that SimAM follows in the official placement (empty for models without such blocks)."""
+    places = []
+    for name, block in model.named_sublayers(include_self=True):
+        if type(block) in OFFICIAL_PLACEMENT:
+            child = OFFICIAL_PLACEMENT[type(block)](block)
+            places.append(f"{name}.{child}" if name else child)
+    return places
 
 
 def _as_tuple(value) -> tuple:
@@ -59,7 +76,7 @@ def add_attention(
 
     ``after_types``: layer classes (e.g. ``nn.Conv2D``); ``after_names``: sublayer names as
     ``model.named_sublayers()`` gives them, shell-style patterns allowed (``"layer*.*.conv2"``). With
-    neither, the official ResNet placement is used (see the module docstring). Each attention is built
+    neither, the official placement in ResNet and MobileNetV2 blocks is used (see the module docstring). Each attention is built
     as ``create_attn(attn_layer, channels, **attn_kwargs)``, channels being the layer's output channels
     where it has them. Raises ValueError when nothing matches, when a name or pattern matches nothing, or
     when a chosen layer already has an attention.
@@ -72,8 +89,8 @@ def add_attention(
         names = tuple(official_places(model))
         if not names:
             raise ValueError(
-                f"{type(model).__name__} has no BasicBlock or BottleneckBlock of paddle.vision.models.resnet, so there is "
-                "no default placement: pass after_types= (e.g. paddle.nn.Conv2D) or after_names= (sublayer names)"
+                f"{type(model).__name__} has no block of a paddle.vision.models ResNet or MobileNetV2, so there is no "
+                "default placement: pass after_types= (e.g. paddle.nn.Conv2D) or after_names= (sublayer names)"
             )
     sublayers = dict(model.named_sublayers())
     unmatched = [pattern for pattern in names if not any(fnmatchcase(name, pattern) for name in sublayers)]
@@ -108,6 +125,7 @@ def add_simam(
     """Insert SimAM(e_lambda) into ``model`` in place and return how many were inserted.
 
     With no ``after_types``/``after_names`` on a ``paddle.vision.models`` ResNet: after ``conv2`` of
-    every block, before ``bn2`` (the official placement). Parameters and state-dict keys are unchanged.
+    every block, before ``bn2``; on a MobileNetV2: after every depthwise convolution, before its BatchNorm
+    (the official placements). Parameters and state-dict keys are unchanged.
     """
     return add_attention(model, "simam", after_types=after_types, after_names=after_names, e_lambda=e_lambda)
