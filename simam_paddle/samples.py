@@ -77,6 +77,9 @@ def sample_images(config: dict, count: int) -> Samples:
         )
     files, labels = list_image_folder(root, "test")
     by_class = [np.flatnonzero(labels == c) for c in range(len(CLASS_NAMES))]
+    available = len(by_class) * min(len(members) for members in by_class)
+    if count > available:
+        raise ValueError(f"{count} images asked for, but {root / 'test'} offers {available} taken class by class")
     chosen = [by_class[k % len(by_class)][k // len(by_class)] for k in range(count)]  # class by class in turn
     return Samples(
         [load_image(files[k]) for k in chosen],

@@ -93,6 +93,7 @@ def test_failed_check_writes_nothing(run_dir, monkeypatch, capsys):
         (["{tmp}/missing", "--format", "paddle"], "is not a run directory"),
         (["{run}", "--format", "paddle", "--weights", "final"], "has no final weights"),
         (["{run}", "--format", "paddle", "--images", "0"], "number of images must be >= 1"),
+        (["{run}", "--format", "paddle", "--images", "20000"], "offers 10000 taken class by class"),
     ],
 )
 def test_errors_exit_non_zero_with_a_message(run_dir, tmp_path, args, message, capsys):
