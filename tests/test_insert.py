@@ -6,11 +6,12 @@ import numpy as np
 import paddle
 import pytest
 from paddle import nn
-from paddle.vision.models import resnet18, resnet50
+from paddle.vision.models import mobilenet_v2, resnet18, resnet50
+from paddle.vision.models.mobilenetv2 import InvertedResidual
 from paddle.vision.models.resnet import BasicBlock, BottleneckBlock
 
 from simam_paddle import SimAM, build_model, simam
-from simam_paddle.models import add_simam
+from simam_paddle.models import add_attention, add_simam
 
 
 def simams(model):
@@ -110,9 +111,6 @@ def test_second_insertion_is_refused():
 
 
 def test_official_placement_on_mobilenet_v2():
-    from paddle.vision.models import mobilenet_v2
-    from paddle.vision.models.mobilenetv2 import InvertedResidual
-
     model = mobilenet_v2(num_classes=10)
     model.eval()
     keys, x = list(model.state_dict()), paddle.randn([1, 3, 32, 32])
@@ -128,3 +126,11 @@ def test_official_placement_on_mobilenet_v2():
     assert list(model.state_dict()) == keys
     out_after = model(x).numpy()
     assert np.isfinite(out_after).all() and not np.allclose(out_before, out_after)
+
+
+@pytest.mark.parametrize("attn_layer, error", [("none", "is no attention"), ("se", "unknown attention layer 'se'")])
+def test_add_attention_needs_an_attention(attn_layer, error):
+    model = resnet18(num_classes=10)
+    with pytest.raises(ValueError, match=error):
+        add_attention(model, attn_layer)
+    assert simams(model) == []

@@ -22,7 +22,7 @@ from paddle import nn
 from paddle.vision.models.mobilenetv2 import InvertedResidual
 from paddle.vision.models.resnet import BasicBlock, BottleneckBlock
 
-from .attention import create_attn
+from .attention import create_attn, get_attn
 
 ATTN_NAME = "attn"  # the child that holds the inserted attention: e.g. layer1.0.conv2.attn
 
@@ -76,11 +76,13 @@ def add_attention(
 
     ``after_types``: layer classes (e.g. ``nn.Conv2D``); ``after_names``: sublayer names as
     ``model.named_sublayers()`` gives them, shell-style patterns allowed (``"layer*.*.conv2"``). With
-    neither, the official placement in ResNet and MobileNetV2 blocks is used (see the module docstring). Each attention is built
-    as ``create_attn(attn_layer, channels, **attn_kwargs)``, channels being the layer's output channels
-    where it has them. Raises ValueError when nothing matches, when a name or pattern matches nothing, or
-    when a chosen layer already has an attention.
+    neither, the official placement in ResNet and MobileNetV2 blocks is used (see the module docstring).
+    Each attention is built as ``create_attn(attn_layer, channels, **attn_kwargs)``, channels being the
+    layer's output channels where it has them. Raises ValueError, changing nothing, when nothing matches,
+    when a name or pattern matches nothing, or when a chosen layer already has an attention.
     """
+    if get_attn(attn_layer) is None:
+        raise ValueError(f"attn_layer {attn_layer!r} is no attention; nothing to insert")
     types, names = _as_tuple(after_types), _as_tuple(after_names)
     for t in types:
         if not (isinstance(t, type) and issubclass(t, nn.Layer)):
@@ -108,10 +110,7 @@ def add_attention(
         listed = ", ".join(taken[:3]) + (f" and {len(taken) - 3} more" if len(taken) > 3 else "")
         raise ValueError(f"{listed} already have an attention layer (was add_simam called twice?)")
     for _, layer in chosen:
-        attn = create_attn(attn_layer, getattr(layer, "_out_channels", None), **attn_kwargs)
-        if attn is None:
-            raise ValueError(f"attn_layer {attn_layer!r} is no attention; nothing to insert")
-        layer.add_sublayer(ATTN_NAME, attn)
+        layer.add_sublayer(ATTN_NAME, create_attn(attn_layer, getattr(layer, "_out_channels", None), **attn_kwargs))
         layer.register_forward_post_hook(_apply_attn)
     return len(chosen)
 
