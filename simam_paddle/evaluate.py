@@ -1,0 +1,85 @@
+"""Validation and throughput of a model; ``python -m simam_paddle.evaluate RUN_DIR``.
+
+Two throughputs, because they answer different questions:
+- model-only: images/s of forward passes on ready tensors, after warm-up (what the model costs);
+- end-to-end: images/s of a pass over the test set through the data loader, loading included (what
+  the notebook measured; on its GPU this is mostly the speed of the 2-worker loader).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import paddle
+
+from .losses import label_smoothing_cross_entropy
+
+
+@paddle.no_grad()
+def evaluate(model: paddle.nn.Layer, loader, smoothing: float = 0.1) -> dict:
+    """Mean loss and accuracy over ``loader``, and the pass's end-to-end images/s (loading included)."""
+    model.eval()
+    loss_sum = correct = count = 0.0
+    start = time.perf_counter()
+    for images, labels in loader:
+        logits = model(images)
+        n = labels.shape[0]
+        loss_sum += float(label_smoothing_cross_entropy(logits, labels, smoothing)) * n
+        correct += float((logits.argmax(axis=1) == labels.reshape([-1])).astype("float32").sum())
+        count += n
+    seconds = time.perf_counter() - start
+    if count == 0:
+        raise ValueError("the evaluation loader yielded no images")
+    return {"loss": loss_sum / count, "acc": correct / count, "images": int(count), "seconds": seconds,
+            "ips": count / seconds}
+
+
+@paddle.no_grad()
+def model_throughput(model: paddle.nn.Layer, batch_size: int = 128, batches: int = 10, warmup: int = 2,
+                     input_size: int = 128) -> float:
+    """Images/s of eval-mode forward passes on a ready random batch: median over ``batches`` timed passes."""
+    model.eval()
+    x = paddle.randn([batch_size, 3, input_size, input_size])
+    times = []
+    for i in range(warmup + batches):
+        start = time.perf_counter()
+        model(x).numpy()  # .numpy() waits for the result
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return batch_size / float(np.median(times))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError, apply_overrides
+    from .data import build_loaders
+    from .runs import load_run_model
+
+    parser = argparse.ArgumentParser(prog="python -m simam_paddle.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", help="a run directory written by simam_paddle.train")
+    parser.add_argument("--weights", choices=("best", "final"), default="best", help="which saved weights (default best)")
+    parser.add_argument("--batches", type=int, default=10, help="timed batches for the model-only throughput")
+    parser.add_argument("-o", "--override", action="append", default=[], metavar="data.key=value",
+                        help="override a data setting of the run, e.g. data.root=PATH or data.limit_val=1000")
+    args = parser.parse_args(argv)
+    try:
+        model, config = load_run_model(args.run_dir, args.weights)
+        apply_overrides(config, args.override)
+        _, val_loader = build_loaders(config["data"], seed=config["train"]["seed"])
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = evaluate(model, val_loader, config["loss"]["smoothing"])
+    model_ips = model_throughput(model, config["data"]["batch_size"], args.batches)
+    print(f"{config['model']['name']} ({args.weights} weights) on {result['images']} test images")
+    print(f"  val loss {result['loss']:.4f}  val acc {result['acc']:.4f}")
+    print(f"  throughput: model-only {model_ips:.1f} img/s (batch {config['data']['batch_size']}, ready tensors, "
+          f"median of {args.batches} after warm-up); end-to-end {result['ips']:.1f} img/s "
+          f"(through the loader, {config['data']['num_workers']} workers)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

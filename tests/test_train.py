@@ -1,0 +1,244 @@
+"""The training loop end to end: files, history, resume, kill-and-resume, determinism, bad configs.
+
+Runs go through the command line in subprocesses, as a user runs them. Most use a tiny synthetic
+image folder (so they run on any clone); one uses a subset of the real CIFAR-10 copy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+import yaml
+
+from conftest import REPO_ROOT
+
+TIMING_KEYS = {"epoch_time", "train_ips", "val_ips"}
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def write_image_folder(root: Path, train_per_class: int, test_per_class: int) -> Path:
+    """A CIFAR-10-shaped image folder whose classes differ in colour, so a few steps already learn."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train_per_class), ("test", test_per_class)):
+        for k, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            colour = np.array([k * 25, 255 - k * 25, (k * 70) % 256], dtype=np.float64)
+            for i in range(count):
+                image = np.clip(colour + rng.normal(0, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+                cv2.imwrite(str(folder / f"{i:04d}.png"), image)
+    return root
+
+
+def run_train(*args, check=True, timeout=600):
+    cmd = [sys.executable, "-m", "simam_paddle.train", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def tiny_args(root, out, *extra):
+    return ["--config", str(REPO_ROOT / "configs" / "alexnet_simam.yaml"), "-o", f"data.root={root}",
+            "-o", f"train.output_dir={out}", "-o", "data.batch_size=16", "-o", "data.num_workers=0",
+            "-o", "train.epochs=3", "-o", "train.log_interval=2", "-o", "train.loss_record_interval=1",
+            "-o", "train.throughput_batches=2", "-o", "train.lr=1e-3", *extra]
+
+
+def comparable(history):
+    """A history without the wall-clock figures, which differ between any two runs."""
+    h = json.loads(json.dumps(history))
+    for key in TIMING_KEYS:
+        h["epoch"].pop(key)
+    h.pop("throughput")
+    return h
+
+
+def assert_same_history(a, b):
+    a, b = comparable(a), comparable(b)
+    assert a["epoch"]["epoch"] == b["epoch"]["epoch"]
+    for key in a["epoch"]:
+        np.testing.assert_allclose(a["epoch"][key], b["epoch"][key], rtol=1e-5, err_msg=key)
+    np.testing.assert_allclose(a["iter_loss"]["loss"], b["iter_loss"]["loss"], rtol=1e-5)
+    assert a["iter_loss"]["iter"] == b["iter_loss"]["iter"]
+    assert a["best"]["epoch"] == b["best"]["epoch"]
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("tiny"), train_per_class=8, test_per_class=3)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "ref"
+    proc = run_train(*tiny_args(tiny_root, out))
+    return out, proc
+
+
+def test_run_leaves_every_file(reference_run):
+    out, proc = reference_run
+    for name in ("config.yaml", "train.log", "history.json", "best_model.pdparams", "best_optimizer.pdopt",
+                 "final_model.pdparams", "final_optimizer.pdopt", "curves.png", "predictions.png", "checkpoint.pdckpt"):
+        assert (out / name).is_file(), f"{name} missing"
+    assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["train"]["epochs"] == 3 and config["model"]["e_lambda"] == 1e-5
+    h = json.loads((out / "history.json").read_text())
+    assert h["finished"] and h["epoch"]["epoch"] == [1, 2, 3]
+    assert h["steps_per_epoch"] == 80 // 16
+    assert len(h["iter_loss"]["loss"]) == 3 * 5
+    assert h["params"] == 7_524_042
+    assert 0 <= min(h["epoch"]["val_acc"]) and max(h["epoch"]["val_acc"]) <= 1
+    assert h["best"]["val_acc"] == max(h["epoch"]["val_acc"])
+    assert h["throughput"]["model_only_ips"] > 0 and h["throughput"]["end_to_end_ips"] > 0
+    log = (out / "train.log").read_text()
+    lr_iter2 = 1e-3 * (1 + math.cos(math.pi * 1 / 15)) / 2  # the LR used by the second iteration
+    assert f"[Train][Epoch 1/3][Iter 2/5] lr: {lr_iter2:.6f}, loss: " in log
+    assert "batch_cost:" in log and "reader_cost:" in log and "ips:" in log and "eta:" in log
+    assert "[Eval][Epoch 3/3]" in log
+    for png in ("curves.png", "predictions.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG" and (out / png).stat().st_size > 20_000
+    paddle.load(str(out / "best_model.pdparams"))
+
+
+def test_learning_rate_follows_the_cosine_by_hand(reference_run):
+    h = json.loads((reference_run[0] / "history.json").read_text())
+    total = 3 * 5
+    for it, lr in zip(h["iter_loss"]["iter"], h["iter_loss"]["lr"]):
+        assert lr == pytest.approx(1e-3 * (1 + math.cos(math.pi * it / total)) / 2, rel=1e-6)
+    assert h["epoch"]["lr"] == pytest.approx([1e-3 * (1 + math.cos(math.pi * e * 5 / total)) / 2 for e in range(3)])
+
+
+def test_training_loss_decreases(reference_run):
+    h = json.loads((reference_run[0] / "history.json").read_text())
+    assert h["epoch"]["train_loss"][-1] < h["epoch"]["train_loss"][0]
+
+
+def test_same_seed_same_history_with_two_workers(reference_run, tiny_root, tmp_path):
+    run_train(*tiny_args(tiny_root, tmp_path / "w2", "-o", "data.num_workers=2"))
+    a = json.loads((reference_run[0] / "history.json").read_text())
+    b = json.loads((tmp_path / "w2" / "history.json").read_text())
+    assert_same_history(a, b)
+
+
+def test_resume_after_an_interrupted_run_gives_the_same_history(reference_run, tiny_root, tmp_path):
+    first = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "simam_paddle.train", *tiny_args(tiny_root, first),
+                             "-o", "train.log_interval=1"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    killed = _kill_during_epoch(proc, first / "train.log", epoch=2)
+    assert killed, "the run finished before it could be killed"
+    assert json.loads((first / "history.json").read_text())["epoch"]["epoch"] == [1]
+    refused = run_train(*tiny_args(tiny_root, first), check=False)
+    assert refused.returncode != 0 and "already holds a run" in refused.stderr
+    run_train(*tiny_args(tiny_root, first), "--resume")
+    assert_same_history(json.loads((reference_run[0] / "history.json").read_text()),
+                        json.loads((first / "history.json").read_text()))
+    assert "resuming" in (first / "train.log").read_text()
+
+
+def _kill_during_epoch(proc, log, epoch, timeout=300):
+    """SIGKILL ``proc`` once its log shows an iteration of ``epoch``; False if it ended first."""
+    deadline = time.time() + timeout
+    marker = f"[Train][Epoch {epoch}/"
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and marker in log.read_text():
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.05)
+    proc.wait()
+    return False
+
+
+def test_overwrite_replaces_and_resume_needs_a_checkpoint(tiny_root, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    missing = run_train(*tiny_args(tiny_root, out), "--resume", check=False)
+    assert missing.returncode == 2 and "no completed epoch to resume" in missing.stderr
+    (out / "history.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    run_train(*tiny_args(tiny_root, out, "-o", "train.epochs=1"), "--overwrite")
+    assert json.loads((out / "history.json").read_text())["finished"]
+    assert (out / "notes.txt").read_text() == "mine", "overwrite removed a file the run did not write"
+
+
+def test_resume_with_a_different_recipe_is_refused(reference_run, tiny_root, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(reference_run[0], out)
+    proc = run_train(*tiny_args(tiny_root, out, "-o", "train.lr=0.01"), "--resume", check=False)
+    assert proc.returncode == 2 and "train.lr: 0.001 -> 0.01" in proc.stderr
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_root, tmp_path):
+    from simam_paddle.config import load_config
+    from simam_paddle.train import Trainer, TrainingDiverged
+
+    out = tmp_path / "nan"
+    trainer = Trainer(load_config(None, tiny_args(tiny_root, out)[3::2]))
+    real, calls = trainer.criterion, []
+
+    def poisoned(logits, target):  # a loss that turns NaN at the first iteration of epoch 2
+        calls.append(1)
+        loss = real(logits, target)
+        return loss * float("nan") if len(calls) > 5 else loss
+
+    trainer.criterion = poisoned
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, iteration 1.*checkpoint\.pdckpt \(epoch 1\)"):
+        trainer.fit()
+    state = paddle.load(str(out / "checkpoint.pdckpt"))["state"]
+    assert state["epoch"] == 1
+    assert json.loads((out / "history.json").read_text())["epoch"]["epoch"] == [1]
+    assert not (out / "final_model.pdparams").exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochs=0", "train.epochs: expected >= 1, got 0"),
+        ("data.batch_size=0", "data.batch_size: expected >= 1, got 0"),
+        ("loss.smoothing=1", "loss.smoothing: expected in [0, 1), got 1"),
+        ("train.epochz=3", "unknown key train.epochz"),
+        ("train.epochs=two", "train.epochs: expected int, got 'two'"),
+        ("train.amp=O1", "train.amp=O1 needs a GPU"),
+    ],
+)
+def test_bad_config_fails_before_work_with_the_key_named(tmp_path, override, message):
+    out = tmp_path / "bad"
+    proc = run_train("--config", str(REPO_ROOT / "configs" / "alexnet.yaml"), "-o", f"train.output_dir={out}",
+                     "-o", "data.root=/nonexistent", "-o", override, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_data_root_is_a_clear_error(tmp_path):
+    proc = run_train("-o", f"data.root={tmp_path / 'nowhere'}", "-o", f"train.output_dir={tmp_path / 'r'}", check=False)
+    assert proc.returncode == 2 and str(tmp_path / "nowhere") in proc.stderr
+
+
+def test_short_run_on_real_cifar10(cifar10_jpeg, tmp_path):
+    out = tmp_path / "real"
+    run_train("--config", str(REPO_ROOT / "configs" / "alexnet_simam.yaml"), "-o", f"data.root={cifar10_jpeg}",
+              "-o", f"train.output_dir={out}", "-o", "data.limit_train=320", "-o", "data.limit_val=100",
+              "-o", "data.batch_size=32", "-o", "data.num_workers=0", "-o", "train.epochs=2",
+              "-o", "train.throughput_batches=2", "-o", "train.lr=1e-3")
+    h = json.loads((out / "history.json").read_text())
+    assert h["finished"] and h["steps_per_epoch"] == 10
+    assert all(math.isfinite(v) for v in h["epoch"]["val_loss"])
+    assert h["epoch"]["train_loss"][-1] < h["epoch"]["train_loss"][0]
