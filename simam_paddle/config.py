@@ -52,6 +52,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "name": Key("alexnet_simam", "str", "model to train: alexnet | alexnet_simam (any name build_model knows)", lambda v: v in model_names(), "a name build_model knows: " + ", ".join(model_names())),
         "num_classes": Key(10, "int", "number of output classes", _positive, "> 0"),
         "e_lambda": Key(1e-4, "float", "SimAM lambda (1e-4 official default; the notebook used 1e-5)", _positive, "> 0"),
+        "dropout": Key(0.5, "float", "dropout of AlexNet's classifier (0 = off); other models have none", lambda v: 0 <= v < 1, "in [0, 1)"),
     },
     "data": {
         "root": Key(None, "str?", "cifar-10-python.tar.gz path, image-folder root (train/, test/), or null for Paddle's cache"),

@@ -15,12 +15,14 @@ import time
 import numpy as np
 import paddle
 
+from .distributed import all_reduce_sum
 from .losses import label_smoothing_cross_entropy
 
 
 @paddle.no_grad()
 def evaluate(model: paddle.nn.Layer, loader, smoothing: float = 0.1) -> dict:
-    """Mean loss and accuracy over ``loader``, and the pass's end-to-end images/s (loading included)."""
+    """Mean loss and accuracy over ``loader`` (over all processes' shards), and the pass's end-to-end
+    images/s (loading included)."""
     model.eval()
     loss_sum = correct = count = 0.0
     start = time.perf_counter()
@@ -31,6 +33,7 @@ def evaluate(model: paddle.nn.Layer, loader, smoothing: float = 0.1) -> dict:
         correct += float((logits.argmax(axis=1) == labels.reshape([-1])).astype("float32").sum())
         count += n
     seconds = time.perf_counter() - start
+    loss_sum, correct, count = all_reduce_sum([loss_sum, correct, count])  # each process saw its shard
     if count == 0:
         raise ValueError("the evaluation loader yielded no images")
     return {"loss": loss_sum / count, "acc": correct / count, "images": int(count), "seconds": seconds,

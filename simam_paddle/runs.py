@@ -13,7 +13,7 @@ from pathlib import Path
 
 import paddle
 
-from .config import ConfigError, load_config
+from .config import SCHEMA, ConfigError, load_config
 from .models import build_model
 
 WEIGHTS = {"best": "best_model.pdparams", "final": "final_model.pdparams"}
@@ -28,7 +28,12 @@ def run_config(run_dir: str | Path) -> dict:
 
 def build_run_model(config: dict) -> paddle.nn.Layer:
     model = config["model"]
-    return build_model(model["name"], num_classes=model["num_classes"], e_lambda=model["e_lambda"])
+    kwargs = {"e_lambda": model["e_lambda"]}
+    if model["name"].startswith("alexnet"):
+        kwargs["dropout"] = model["dropout"]
+    elif model["dropout"] != SCHEMA["model"]["dropout"].default:
+        raise ConfigError(f"model.dropout applies to AlexNet models only; {model['name']} has no dropout to set")
+    return build_model(model["name"], num_classes=model["num_classes"], **kwargs)
 
 
 def load_run_model(run_dir: str | Path, weights: str = "best") -> tuple[paddle.nn.Layer, dict]:

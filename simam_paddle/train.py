@@ -26,6 +26,7 @@ import paddle.distributed as dist
 
 from .checkpoint import CHECKPOINT, prepare_run_dir, resume_state, save_checkpoint
 from .config import ConfigError, load_config, save_config
+from .distributed import all_reduce_sum
 from .evaluate import evaluate, model_throughput
 from .io import atomic_paddle_save, atomic_write_json
 from .losses import LabelSmoothingCrossEntropy
@@ -102,14 +103,6 @@ def new_history(config: dict, model: paddle.nn.Layer, steps_per_epoch: int) -> d
     }
 
 
-def _all_reduce_sum(values: list[float]) -> list[float]:
-    if dist.get_world_size() == 1:
-        return values
-    t = paddle.to_tensor(values, dtype="float64")
-    dist.all_reduce(t)
-    return t.tolist()
-
-
 def seconds(s: float) -> str:
     return str(datetime.timedelta(seconds=int(s)))
 
@@ -133,7 +126,10 @@ class Trainer:
         paddle.seed(self.seed)
         np.random.seed(self.seed)
         random.seed(self.seed)
-        self.train_loader, self.val_loader = build_loaders(dc, seed=self.seed, distributed=self.world > 1)
+        try:
+            self.train_loader, self.val_loader = build_loaders(dc, seed=self.seed, distributed=self.world > 1)
+        except ValueError as exc:  # bad data (not an image, not CIFAR-10, too few images): a config problem
+            raise ConfigError(f"data: {exc}") from exc
         self.model = build_run_model(config)
         self.steps = len(self.train_loader)
         self.scheduler = paddle.optimizer.lr.CosineAnnealingDecay(tc["lr"], T_max=self.steps * tc["epochs"])
@@ -223,7 +219,7 @@ class Trainer:
                 self.log.progress(f"epoch {epoch + 1}/{epochs} iter {done}/{self.steps} loss {loss_value:.4f}")
             batch_start = time.perf_counter()
         elapsed = time.perf_counter() - start
-        loss_sum, correct, count = _all_reduce_sum([loss_sum, correct, count])
+        loss_sum, correct, count = all_reduce_sum([loss_sum, correct, count])
         if count == 0:
             raise ConfigError("the training loader yielded no batch: data.batch_size is larger than the training set "
                               "(with drop_last); lower data.batch_size or raise data.limit_train")
