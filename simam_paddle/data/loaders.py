@@ -1,0 +1,230 @@
+"""Datasets and loaders whose batches and augmentations depend only on (seed, epoch).
+
+The training loop calls ``set_loader_epoch(loader, epoch)`` before each epoch. Then:
+
+- the order is a permutation drawn from ``numpy.random.default_rng([seed, epoch])`` (train), or the
+  dataset order (validation); with ``distributed=True`` every rank takes its share of that one order;
+- the augmentation of sample i in epoch e depends on (seed, e, i) alone: the recipe's Paddle transforms
+  run with Python's ``random`` and NumPy's global RNG seeded from (seed, e, i) and restored afterwards;
+  the fast pipeline draws the parameters of the whole epoch from ``default_rng([seed, e, 1])`` at once;
+- a loader item is a whole batch, built by one worker, so 0, 1 or 2 workers yield the same batches,
+  and a run resumed at epoch e sees what an uninterrupted run saw. Nothing reads or moves the global
+  RNGs of the process.
+
+OpenCV's own thread pool costs more than it saves on images this small (BENCHMARKS.md): a program can
+call ``cv2.setNumThreads(1)`` once at start, before any loader exists. Never inside a loader worker:
+in a forked child of a process whose pool has run, ``cv2.setNumThreads`` can hang for ever.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import paddle
+from paddle.io import DataLoader, Dataset, get_worker_info
+
+from .sources import load_split
+from .transforms import build_test_transform, build_train_transform
+
+DATA_DEFAULTS: dict[str, Any] = {
+    "root": None,  # cifar-10-python.tar.gz, an image-folder root, or None = Paddle's cache
+    "download": True,  # let Paddle download CIFAR-10 into its cache when root is None
+    "train_transforms": "recipe",  # "recipe" (the notebook's, step for step) or "fast"
+    "batch_size": 128,  # per process
+    "num_workers": 2,
+    "limit_train": None,  # class-balanced subset of that many training images, or None = all
+    "limit_val": None,  # likewise for the test split
+    "mixup_alpha": 0.0,  # read by the training loop (Mixup), not by the loaders
+}
+
+
+@contextmanager
+def seeded_global_rngs(*key: int) -> Iterator[None]:
+    """Seed Python's ``random`` and NumPy's global RNG from a key of non-negative ints; restore them after."""
+    saved = random.getstate(), np.random.get_state()
+    words = np.random.SeedSequence(key).generate_state(4)
+    random.seed(int.from_bytes(words.tobytes(), "little"))
+    np.random.seed(words)
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+
+
+def _is_batch_transform(transform: Any) -> bool:
+    return hasattr(transform, "draw") and hasattr(transform, "apply")
+
+
+class CifarDataset(Dataset):
+    """Images uint8 [N, H, W, 3] and labels int64 [N] in memory, with a transform seeded per (seed, epoch, index).
+
+    ``transform`` is a callable on one HWC uint8 image, or a batch transform with ``draw(rng, n)`` and
+    ``apply(images, params)`` (``FastTrainTransform``), or None to return the uint8 image.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None = None, seed: int = 0):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+        self._params: tuple[int, np.ndarray] | None = None  # (epoch, parameters of every sample)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _epoch_params(self) -> np.ndarray:
+        if self._params is None or self._params[0] != self.epoch:
+            rng = np.random.default_rng([self.seed, self.epoch, 1])
+            self._params = (self.epoch, self.transform.draw(rng, len(self)))
+        return self._params[1]
+
+    def _transform_images(self, indices: np.ndarray) -> np.ndarray:
+        if self.transform is None:
+            return self.images[indices]
+        if _is_batch_transform(self.transform):
+            return self.transform.apply(self.images[indices], self._epoch_params()[indices])
+        out = []
+        for i in indices:
+            with seeded_global_rngs(self.seed, self.epoch, int(i)):
+                out.append(self.transform(self.images[i]))
+        return np.stack(out)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        index %= len(self)
+        return self._transform_images(np.array([index]))[0], self.labels[index]
+
+    def get_batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """Transformed images [B, ...] and labels int64 [B] of the given sample indices."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return self._transform_images(indices), self.labels[indices]
+
+
+def build_dataset(
+    root, split: str, transform: Callable | None, limit: int | None = None, seed: int = 0, download: bool = True
+) -> CifarDataset:
+    """One CIFAR-10 split ("train" or "test") from ``root`` (see ``sources.load_split``), with ``transform``."""
+    images, labels = load_split(root, split, limit=limit, seed=seed, download=download)
+    return CifarDataset(images, labels, transform, seed=seed)
+
+
+class EpochBatchSampler:
+    """Index batches of one epoch: shuffled by ``default_rng([seed, epoch])`` or in order, sharded over ranks.
+
+    With several ranks, the epoch's order is cut into ``num_replicas`` interleaved shards
+    (``order[rank::num_replicas]``), as ``paddle.io.DistributedBatchSampler`` does. With ``drop_last``
+    the order is first padded with its own head to a multiple of ``num_replicas`` so that every rank
+    gets the same number of batches; without it the shards are not padded (no sample counts twice) and
+    may differ by one sample.
+    """
+
+    def __init__(
+        self, num_samples: int, batch_size: int, shuffle: bool, drop_last: bool,
+        seed: int = 0, num_replicas: int = 1, rank: int = 0,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.seed, self.num_replicas, self.rank = seed, num_replicas, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[np.ndarray]:
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
+        else:
+            order = np.arange(self.num_samples)
+        if self.drop_last and self.num_replicas > 1:
+            total = math.ceil(self.num_samples / self.num_replicas) * self.num_replicas
+            order = np.resize(order, total)  # repeats the head of the order
+        shard = order[self.rank :: self.num_replicas]
+        stop = len(shard) - len(shard) % self.batch_size if self.drop_last else len(shard)
+        return [shard[k : k + self.batch_size] for k in range(0, stop, self.batch_size)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (batch.tolist() for batch in self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+class EpochBatches(Dataset):
+    """The batches of the current epoch as dataset items, so that one worker builds one whole batch."""
+
+    def __init__(self, dataset: CifarDataset, sampler: EpochBatchSampler):
+        self.dataset = dataset
+        self.sampler = sampler
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+        self.dataset.set_epoch(epoch)
+        self._batches = self.sampler.batches()
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __getitem__(self, k: int):
+        arrays = self.dataset.get_batch(self._batches[k])
+        if get_worker_info() is not None:
+            return arrays  # Paddle moves a worker's numpy arrays through shared memory itself
+        # In the loading thread of the main process, hand Paddle tensors over the same memory: turning a
+        # 25 MB batch into a DenseTensor costs as much as making it.
+        return tuple(paddle.utils.dlpack.from_dlpack(np.ascontiguousarray(a)) for a in arrays)
+
+
+def make_loader(dataset: CifarDataset, sampler: EpochBatchSampler, num_workers: int) -> DataLoader:
+    """A DataLoader over ``dataset`` in the batches of ``sampler``; call ``set_loader_epoch`` before each epoch."""
+    return DataLoader(EpochBatches(dataset, sampler), batch_size=None, num_workers=num_workers)
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
+    """Make ``loader`` yield the batches and augmentations of ``epoch`` (call it before iterating)."""
+    if not isinstance(loader.dataset, EpochBatches):
+        raise TypeError(f"set_loader_epoch needs a loader made by build_loaders, got one over {type(loader.dataset).__name__}")
+    loader.dataset.set_epoch(epoch)
+
+
+def resolve_data_config(data_cfg: dict) -> dict:
+    """``data_cfg`` over ``DATA_DEFAULTS``; an unknown key is an error that names it."""
+    unknown = sorted(set(data_cfg) - set(DATA_DEFAULTS))
+    if unknown:
+        raise KeyError(f"unknown data option(s) {', '.join(unknown)}; known: {', '.join(DATA_DEFAULTS)}")
+    return {**DATA_DEFAULTS, **data_cfg}
+
+
+def build_loaders(data_cfg: dict, seed: int, distributed: bool = False) -> tuple[DataLoader, DataLoader]:
+    """Train loader (shuffled per epoch, drop_last) and validation loader (test split, in order) from the config's data section.
+
+    ``distributed``: shard both over ``paddle.distributed`` ranks; ``batch_size`` is per process.
+    Batches are (images float32 [B, 3, 128, 128], labels int64 [B]).
+    """
+    cfg = resolve_data_config(data_cfg)
+    train_transform = build_train_transform(cfg["train_transforms"])
+    replicas, rank = (paddle.distributed.get_world_size(), paddle.distributed.get_rank()) if distributed else (1, 0)
+    common = {"download": cfg["download"], "seed": seed}
+    train = build_dataset(cfg["root"], "train", train_transform, limit=cfg["limit_train"], **common)
+    val = build_dataset(cfg["root"], "test", build_test_transform(), limit=cfg["limit_val"], **common)
+    batch = cfg["batch_size"]
+    train_sampler = EpochBatchSampler(len(train), batch, True, True, seed, replicas, rank)
+    val_sampler = EpochBatchSampler(len(val), batch, False, False, seed, replicas, rank)
+    if len(train_sampler) == 0:
+        raise ValueError(f"{len(train)} training images per process make no full batch of {batch} (drop_last); lower batch_size or raise limit_train")
+    return make_loader(train, train_sampler, cfg["num_workers"]), make_loader(val, val_sampler, cfg["num_workers"])
