@@ -14,8 +14,10 @@ prepared as by ``simam_paddle.data.build_test_transform``; the output is the log
 Every export is checked before it is put in place: test images (real ones from ``data.root`` when it
 is an image folder, else rendered ones; the message says which) go through the dynamic-graph model
 and through the export (paddle.inference, or onnxruntime), as one batch and as a batch of one; the
-largest absolute difference of the logits must be <= 1e-4. The result is printed and stored in
-export.json. A failed export or check leaves nothing behind and exits non-zero; an existing export is
+largest absolute difference of the logits must be <= 1e-4 (``--tolerance``). The result is printed
+and stored in export.json. The bound is absolute, made for trained models, whose logits stay small: a
+model with logits in the hundreds (an untrained ResNet-50) differs from itself in float64 by more than
+that through float32 rounding alone, and needs a looser ``--tolerance``. A failed export or check leaves nothing behind and exits non-zero; an existing export is
 replaced only with ``--overwrite``.
 """
 
@@ -146,7 +148,7 @@ def load_exported(path: str | Path) -> tuple[Runner, dict]:
     return RUNNERS[meta["format"]](folder), meta
 
 
-def check_export(run: Runner, batch: np.ndarray, reference: np.ndarray) -> dict:
+def check_export(run: Runner, batch: np.ndarray, reference: np.ndarray, tolerance: float = TOLERANCE) -> dict:
     """Largest |logit difference| of the export against the reference logits, batched and one by one."""
     diff_batch = float(np.abs(run(batch) - reference).max())
     diff_single = float(np.abs(run(batch[:1]) - reference[:1]).max())
@@ -155,7 +157,9 @@ def check_export(run: Runner, batch: np.ndarray, reference: np.ndarray) -> dict:
         "max_abs_diff": max(diff_batch, diff_single),
         "max_abs_diff_batch": diff_batch,
         "max_abs_diff_batch_of_1": diff_single,
-        "tolerance": TOLERANCE,
+        "max_abs_logit": float(np.abs(reference).max()),
+        "tolerance": tolerance,
+        "passed": max(diff_batch, diff_single) <= tolerance,
     }
 
 
@@ -173,11 +177,14 @@ def export(
     output: str | Path | None = None,
     overwrite: bool = False,
     images: int = 16,
+    tolerance: float = TOLERANCE,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Export a run's model in ``fmt`` (paddle | onnx), check it, and return what export.json holds."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if not tolerance >= 0:
+        raise ExportError(f"the tolerance must be >= 0, got {tolerance}")
     if fmt == "onnx":
         _require_onnx()  # before any work
     output = Path(output) if output is not None else Path(run_dir) / "export" / fmt
@@ -196,22 +203,23 @@ def export(
         try:
             WRITERS[fmt](model, staging)
             run = RUNNERS[fmt](staging)
-            check = check_export(run, batch, reference)
+            check = check_export(run, batch, reference, tolerance)
         except ExportError:
             raise
         except Exception as exc:
             raise ExportError(f"{fmt} export of {run_dir} failed: {type(exc).__name__}: {exc}") from exc
         check["source"] = samples.source
         engine = "paddle.inference" if fmt == "paddle" else "onnxruntime"
-        verdict = "OK" if check["max_abs_diff"] <= TOLERANCE else "FAILED"
         log(
             f"check ({engine} vs dynamic graph, {samples.source}): max abs logit diff "
             f"{check['max_abs_diff_batch']:.2e} (batch of {len(batch)}), {check['max_abs_diff_batch_of_1']:.2e} "
-            f"(batch of 1); tolerance {TOLERANCE:.0e}: {verdict}"
+            f"(batch of 1); tolerance {tolerance:.0e}: {'OK' if check['passed'] else 'FAILED'}"
         )
-        if verdict != "OK":
+        if not check["passed"]:
             raise ExportError(
-                f"the {fmt} export differs from the model by {check['max_abs_diff']:.3g} > {TOLERANCE:.0e}; nothing was written"
+                f"the {fmt} export differs from the model by {check['max_abs_diff']:.3g} > {tolerance:.0e} "
+                f"(the logits reach {check['max_abs_logit']:.3g}: relative difference "
+                f"{check['max_abs_diff'] / max(check['max_abs_logit'], 1e-30):.1e}); nothing was written"
             )
         size = input_size(model)
         meta = {
@@ -252,9 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="folder to write (default: RUN_DIR/export/<format>)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export at --output")
     parser.add_argument("--images", type=int, default=16, help="test images for the check (default: 16)")
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE, help=f"largest allowed |logit difference| (default: {TOLERANCE:g})")
     args = parser.parse_args(argv)
     try:
-        export(args.run_dir, args.format, args.weights, args.output, args.overwrite, args.images)
+        export(args.run_dir, args.format, args.weights, args.output, args.overwrite, args.images, args.tolerance)
     except (ExportError, ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

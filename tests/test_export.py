@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -80,11 +81,18 @@ def test_existing_export_is_not_overwritten_silently(run_dir, capsys):
 
 
 def test_failed_check_writes_nothing(run_dir, monkeypatch, capsys):
-    monkeypatch.setattr(export_module, "TOLERANCE", -1.0)
+    real = export_module.RUNNERS["paddle"]
+    monkeypatch.setitem(export_module.RUNNERS, "paddle", lambda folder: (lambda batch: real(folder)(batch) + 2e-4))
     assert main([str(run_dir), "--format", "paddle", "--images", "2"]) == 1
     captured = capsys.readouterr()
-    assert "FAILED" in captured.out and "differs from the model" in captured.err and "nothing was written" in captured.err
+    assert "FAILED" in captured.out
+    assert re.search(r"differs from the model by 0\.000[23]\d* > 1e-04 \(the logits reach [\d.]+: relative", captured.err)
+    assert "nothing was written" in captured.err
     assert list((run_dir / "export").iterdir()) == []
+    # a looser bound, asked for, passes and is recorded
+    assert main([str(run_dir), "--format", "paddle", "--images", "2", "--tolerance", "1e-3"]) == 0
+    meta = json.loads((run_dir / "export" / "paddle" / "export.json").read_text())
+    assert meta["check"]["tolerance"] == 1e-3 and meta["check"]["passed"]
 
 
 @pytest.mark.parametrize(
@@ -94,6 +102,7 @@ def test_failed_check_writes_nothing(run_dir, monkeypatch, capsys):
         (["{run}", "--format", "paddle", "--weights", "final"], "has no final weights"),
         (["{run}", "--format", "paddle", "--images", "0"], "number of images must be >= 1"),
         (["{run}", "--format", "paddle", "--images", "20000"], "offers 10000 taken class by class"),
+        (["{run}", "--format", "paddle", "--tolerance", "-1"], "tolerance must be >= 0"),
     ],
 )
 def test_errors_exit_non_zero_with_a_message(run_dir, tmp_path, args, message, capsys):
