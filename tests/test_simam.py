@@ -1,12 +1,24 @@
-"""SimAM against the formula of the paper, written out plainly in numpy (float64)."""
+"""SimAM against the formula of the paper, written out plainly in numpy (float64), on every path.
+
+The paths are the fused CPU kernel ("kernel", skipped where it cannot be built), the PyLayer with a
+hand-written backward ("paddle") and the plain Paddle operations ("plain"); see simam.py.
+"""
 
 from __future__ import annotations
+
+import logging
+import sys
 
 import numpy as np
 import paddle
 import pytest
 
 from simam_paddle import SimAM, simam
+from simam_paddle.models import simam_kernel
+
+simam_module = sys.modules["simam_paddle.models.simam"]
+PATHS = ["kernel", "paddle", "plain"]
+TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
 
 
 def reference_simam(x: np.ndarray, lam: float) -> np.ndarray:
@@ -20,7 +32,25 @@ def reference_simam(x: np.ndarray, lam: float) -> np.ndarray:
     return x / (1 + np.exp(-e))
 
 
-def reference_grad(x: np.ndarray, lam: float, g: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+def reference_simam_grad(x: np.ndarray, lam: float, g: np.ndarray) -> np.ndarray:
+    """d(sum(g * y))/dx in float64: reference_simam's operations differentiated one by one, in reverse."""
+    x, g = x.astype(np.float64), g.astype(np.float64)
+    hw = x.shape[2] * x.shape[3]
+    n = max(hw - 1, 1)  # with hw == 1 every d is 0, so n only has to be non-zero
+    d = x - x.mean(axis=(2, 3), keepdims=True)
+    d2 = d**2
+    den = 4 * (d2.sum(axis=(2, 3), keepdims=True) / n + lam)
+    s = 1 / (1 + np.exp(-(d2 / den + 0.5)))
+    grad_x = g * s  # y = x * s
+    grad_e = g * x * s * (1 - s)  # s = sigmoid(e)
+    grad_d2 = grad_e / den  # e = d2 / den + 0.5 ...
+    grad_den = -(grad_e * d2).sum(axis=(2, 3), keepdims=True) / den**2  # ... and through den
+    grad_d2 = grad_d2 + 4 * grad_den / n  # den = 4 * (sum(d2) / n + lam)
+    grad_d = 2 * d * grad_d2
+    return grad_x + grad_d - grad_d.mean(axis=(2, 3), keepdims=True)  # d = x - mean(x)
+
+
+def numerical_grad(x: np.ndarray, lam: float, g: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """d(sum(g * y))/dx by central differences on the float64 reference."""
     grad = np.zeros_like(x, dtype=np.float64)
     flat = x.reshape(-1).astype(np.float64)
@@ -34,70 +64,161 @@ def reference_grad(x: np.ndarray, lam: float, g: np.ndarray, eps: float = 1e-6) 
     return grad
 
 
-SHAPES = [(2, 3, 1, 1), (1, 2, 1, 7), (1, 2, 7, 1), (2, 3, 5, 4), (2, 2, 32, 32)]
+def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float, floor: float, what: str) -> None:
+    """|actual - expected| <= rtol * (|expected| + floor * max|expected|), the worst element named."""
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    bound = rtol * (np.abs(expected) + floor * np.abs(expected).max())
+    excess = np.abs(actual - expected) - bound
+    worst = np.unravel_index(np.argmax(excess), excess.shape)
+    assert excess[worst] <= 0, (
+        f"{what}: max abs diff {np.abs(actual - expected).max():.3g}; worst at {worst}: "
+        f"{actual[worst]!r} vs {expected[worst]!r} (allowed {bound[worst]:.3g})"
+    )
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-5), ("float64", 1e-10)])
-@pytest.mark.parametrize("lam", [1e-5, 1e-4, 0.1])
-def test_forward_matches_formula(shape, dtype, rtol, lam):
-    x = np.random.randn(*shape).astype(dtype)
-    y = simam(paddle.to_tensor(x), e_lambda=lam)
-    assert y.dtype == paddle.to_tensor(x).dtype
-    assert list(y.shape) == list(shape)
-    ref = reference_simam(x, lam)
-    np.testing.assert_allclose(y.numpy(), ref, rtol=rtol, atol=rtol * 1e-2)
+@pytest.fixture(scope="session")
+def kernel_available() -> bool:
+    return simam_kernel.prepare()
+
+
+@pytest.fixture(params=PATHS)
+def path(request, kernel_available) -> str:
+    if request.param == "kernel" and not kernel_available:
+        pytest.skip(f"SimAM kernel unavailable on this machine: {simam_kernel.load_error()}")
+    return request.param
+
+
+def run_path(x: np.ndarray, lam: float, path: str, g: np.ndarray | None = None):
+    """simam(x) on ``path`` and, when g is given, d(sum(g * y))/dx, both as numpy arrays."""
+    xt = paddle.to_tensor(x, stop_gradient=g is None)
+    y = simam(xt, e_lambda=lam, backend=path)
+    assert y.dtype == xt.dtype and list(y.shape) == list(x.shape)
+    if g is None:
+        return y.numpy(), None
+    (grad,) = paddle.grad(y, xt, paddle.to_tensor(g))
+    return y.numpy(), grad.numpy()
+
+
+# Shapes with single positions (1x1, 1xN, Nx1), odd sizes, the AlexNet maps (7x7, 15x15), and a few
+# drawn at random (seeded), each with a magnitude from 1e-3 to 1e3.
+RANDOM = np.random.RandomState(6)
+SHAPES = [(2, 3, 1, 1), (1, 2, 1, 7), (1, 3, 9, 1), (2, 3, 5, 4), (2, 4, 7, 7), (1, 3, 15, 15), (2, 2, 32, 32)]
+SHAPES += [tuple(int(v) for v in RANDOM.randint(1, [4, 5, 18, 18])) for _ in range(4)]
+MAGNITUDES = [1e-3, 1.0, 1e3]
+LAMBDAS = [1e-5, 1e-4, 0.1]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("lam", LAMBDAS)
+def test_forward_and_gradient_match_formula(path, shape, dtype, lam):
+    rng = np.random.RandomState(hash((shape, lam)) % 2**31)
+    scale = MAGNITUDES[rng.randint(len(MAGNITUDES))]
+    x = (rng.randn(*shape) * scale).astype(dtype)
+    g = rng.randn(*shape).astype(dtype)
+    y, grad = run_path(x, lam, path, g)
+    rtol = TOLERANCE[dtype]
+    assert_close(y, reference_simam(x, lam), rtol, 1e-2, f"{path} forward, scale {scale:g}")
+    assert_close(grad, reference_simam_grad(x, lam, g), rtol, 1.0, f"{path} gradient, scale {scale:g}")
+
+
+@pytest.mark.parametrize("scale", MAGNITUDES)
+@pytest.mark.parametrize("lam", LAMBDAS)
+def test_every_magnitude_and_lambda_on_alexnet_sized_maps(path, scale, lam):
+    x = (np.random.randn(2, 8, 15, 15) * scale).astype("float32")
+    g = np.random.randn(*x.shape).astype("float32")
+    y, grad = run_path(x, lam, path, g)
+    assert_close(y, reference_simam(x, lam), 1e-5, 1e-2, f"{path} forward")
+    assert_close(grad, reference_simam_grad(x, lam, g), 1e-5, 1.0, f"{path} gradient")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("lam", LAMBDAS)
+def test_constant_channels_beside_varying_ones(path, dtype, lam):
+    x = np.random.randn(2, 4, 6, 5).astype(dtype)
+    x[0, 1] = 3.0
+    x[1, 2] = -250.0
+    x[1, 3] = 0.0
+    g = np.random.randn(*x.shape).astype(dtype)
+    y, grad = run_path(x, lam, path, g)
+    assert_close(y, reference_simam(x, lam), TOLERANCE[dtype], 1e-2, f"{path} forward")
+    assert_close(grad, reference_simam_grad(x, lam, g), TOLERANCE[dtype], 1.0, f"{path} gradient")
+
+
+def test_reference_gradient_is_the_numerical_gradient():
+    x, g = np.random.randn(2, 2, 3, 4), np.random.randn(2, 2, 3, 4)
+    np.testing.assert_allclose(reference_simam_grad(x, 1e-4, g), numerical_grad(x, 1e-4, g), rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("shape", [(1, 2, 1, 1), (1, 1, 1, 5), (2, 1, 3, 1), (1, 2, 3, 3)])
 @pytest.mark.parametrize("lam", [1e-4, 0.1])
-def test_gradient_matches_numerical_gradient(shape, lam):
+def test_gradient_matches_numerical_gradient(path, shape, lam):
     x = np.random.randn(*shape)
     g = np.random.randn(*shape)
-    xt = paddle.to_tensor(x, stop_gradient=False)
-    (simam(xt, e_lambda=lam) * paddle.to_tensor(g)).sum().backward()
-    np.testing.assert_allclose(xt.grad.numpy(), reference_grad(x, lam, g), rtol=1e-6, atol=1e-8)
+    _, grad = run_path(x, lam, path, g)
+    np.testing.assert_allclose(grad, numerical_grad(x, lam, g), rtol=1e-6, atol=1e-8)
 
 
-def test_float32_gradient_matches_float64():
+def test_float32_gradient_matches_float64(path):
     x = np.random.randn(2, 3, 32, 32)
     grads = []
     for dtype in ("float32", "float64"):
         xt = paddle.to_tensor(x.astype(dtype), stop_gradient=False)
-        (simam(xt, e_lambda=1e-4) ** 2).sum().backward()
+        (simam(xt, e_lambda=1e-4, backend=path) ** 2).sum().backward()
         grads.append(xt.grad.numpy().astype(np.float64))
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-5)
 
 
-def test_single_position_uses_half_energy_limit():
+def test_single_position_uses_half_energy_limit(path):
     # H*W == 1: var is taken as 0, so e = 0.5 and the weight is sigmoid(0.5) (about 0.6225)
     x = paddle.to_tensor([[[[2.0]], [[-3.0]]]])
-    y = simam(x)
+    y = simam(x, backend=path)
     np.testing.assert_allclose(y.numpy().ravel(), np.array([2.0, -3.0]) / (1 + np.exp(-0.5)), rtol=1e-6)
 
 
-def test_single_position_gradient_is_finite():
+def test_single_position_gradient_is_finite(path):
     x = paddle.to_tensor(np.random.randn(3, 4, 1, 1).astype("float32"), stop_gradient=False)
-    simam(x).sum().backward()
+    simam(x, backend=path).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), np.full([3, 4, 1, 1], 1 / (1 + np.exp(-0.5))), rtol=1e-6)
 
 
 @pytest.mark.parametrize("value", [0.0, 5.0, -1e6])
-def test_constant_channel_is_finite_with_weight_sigmoid_half(value):
+def test_constant_channel_is_finite_with_weight_sigmoid_half(path, value):
     x = paddle.full([2, 3, 8, 8], value, dtype="float32")
-    y = simam(x)
+    y = simam(x, backend=path)
     np.testing.assert_allclose(y.numpy(), value / (1 + np.exp(-0.5)), rtol=1e-6)
 
 
 @pytest.mark.parametrize("scale", [1e-30, 1e-3, 1e3, 1e15])
-def test_extreme_magnitudes_stay_finite(scale):
+def test_extreme_magnitudes_stay_finite(path, scale):
     x = paddle.to_tensor((np.random.randn(2, 3, 16, 16) * scale).astype("float32"), stop_gradient=False)
-    y = simam(x, e_lambda=1e-5)
+    y = simam(x, e_lambda=1e-5, backend=path)
     y.sum().backward()
     assert np.isfinite(y.numpy()).all()
     assert np.isfinite(x.grad.numpy()).all()
     if scale <= 1e3:
         np.testing.assert_allclose(y.numpy(), reference_simam(x.numpy(), 1e-5), rtol=1e-5, atol=1e-36)
+
+
+def test_a_nan_spoils_its_channel_only(path):
+    x = np.random.randn(2, 3, 7, 7).astype("float32")
+    x[1, 2, 3, 4] = np.nan
+    y = simam(paddle.to_tensor(x), backend=path).numpy()
+    assert np.isnan(y[1, 2]).all()
+    keep = np.ones(x.shape[:2], dtype=bool)
+    keep[1, 2] = False
+    np.testing.assert_allclose(y[keep], reference_simam(x, 1e-4)[keep], rtol=1e-5, atol=1e-7)
+
+
+def test_strided_input(path):
+    base = paddle.randn([2, 3, 9, 8])
+    x = base[:, :, 1::2, :]  # a view with strides, where Paddle makes them
+    g = np.random.randn(*x.shape).astype("float32")
+    y, grad = run_path(x.numpy(), 1e-4, path, g)
+    direct = simam(x, backend=path)
+    np.testing.assert_allclose(direct.numpy(), y, rtol=1e-6)
+    assert_close(y, reference_simam(x.numpy(), 1e-4), 1e-5, 1e-2, f"{path} forward")
 
 
 def test_layer_has_no_parameters_and_accepts_channels():
@@ -106,6 +227,13 @@ def test_layer_has_no_parameters_and_accepts_channels():
     assert layer.e_lambda == 1e-5
     x = paddle.randn([2, 64, 4, 4])
     np.testing.assert_allclose(layer(x).numpy(), reference_simam(x.numpy(), 1e-5), rtol=1e-5)
+
+
+def test_layer_forwards_its_backend(path):
+    layer = SimAM(8, e_lambda=1e-3, backend=path)
+    assert layer.backend == path and f"backend='{path}'" in repr(layer)
+    x = paddle.randn([2, 8, 5, 5])
+    np.testing.assert_allclose(layer(x).numpy(), reference_simam(x.numpy(), 1e-3), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("shape", [(3, 4), (2, 3, 4), (1, 2, 3, 4, 5)])
@@ -122,10 +250,91 @@ def test_integer_input_is_an_error_naming_the_dtype():
 def test_non_positive_lambda_is_rejected():
     with pytest.raises(ValueError, match="e_lambda"):
         SimAM(e_lambda=0)
+    with pytest.raises(ValueError, match="e_lambda"):
+        simam(paddle.ones([1, 1, 2, 2]), e_lambda=-1e-4)
 
 
-def test_float16_keeps_dtype_and_agrees_with_reference():
-    x = np.random.randn(2, 3, 8, 8).astype("float16")
-    y = simam(paddle.to_tensor(x))
-    assert y.dtype == paddle.float16
-    np.testing.assert_allclose(y.numpy().astype(np.float64), reference_simam(x, 1e-4), rtol=2e-3, atol=2e-3)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_keeps_dtype_and_agrees_with_reference(dtype):
+    x = np.random.randn(2, 3, 8, 8).astype("float32")
+    xt = paddle.to_tensor(x).astype(dtype)
+    for backend in ("auto", "paddle", "plain"):
+        xt.stop_gradient = False
+        y = simam(xt, backend=backend)
+        assert y.dtype == xt.dtype
+        (grad,) = paddle.grad(y, xt, paddle.ones_like(y))
+        assert grad.dtype == xt.dtype
+        x_rounded = xt.astype("float32").numpy()
+        tol = 2e-3 if dtype == "float16" else 2e-2
+        np.testing.assert_allclose(y.astype("float32").numpy(), reference_simam(x_rounded, 1e-4), rtol=tol, atol=tol)
+        expected = reference_simam_grad(x_rounded, 1e-4, np.ones_like(x_rounded))
+        np.testing.assert_allclose(grad.astype("float32").numpy(), expected, rtol=4 * tol, atol=4 * tol)
+
+
+# Which path runs
+
+
+def test_auto_uses_the_kernel_for_cpu_float32_and_float64(kernel_available):
+    if not kernel_available:
+        pytest.skip(f"SimAM kernel unavailable on this machine: {simam_kernel.load_error()}")
+    for dtype in ("float32", "float64"):
+        assert simam_module.resolve_backend(paddle.ones([1, 1, 2, 2], dtype=dtype)) == "kernel"
+    assert simam_module.resolve_backend(paddle.ones([1, 1, 2, 2], dtype="float16")) == "paddle"
+
+
+def test_kernel_refuses_what_it_cannot_run():
+    with pytest.raises(ValueError, match="float16"):
+        simam(paddle.ones([1, 1, 2, 2], dtype="float16"), backend="kernel")
+
+
+def test_unknown_backend_is_an_error_naming_it(monkeypatch):
+    with pytest.raises(ValueError, match="'cuda'.*auto, kernel, paddle, plain"):
+        SimAM(backend="cuda")
+    monkeypatch.setenv("SIMAM_PADDLE_BACKEND", "fast")
+    with pytest.raises(ValueError, match="'fast'"):
+        simam(paddle.ones([1, 1, 2, 2]))
+
+
+def test_environment_variable_steers_auto_only(monkeypatch):
+    x = paddle.ones([1, 1, 2, 2])
+    monkeypatch.setenv("SIMAM_PADDLE_BACKEND", "plain")
+    assert simam_module.resolve_backend(x) == "plain"
+    assert simam_module.resolve_backend(x, "paddle") == "paddle"
+
+
+@pytest.fixture
+def broken_kernel(monkeypatch):
+    """The kernel as on a machine without a compiler: the build fails; a fresh per-process state."""
+
+    def fail():
+        raise RuntimeError("no C++ compiler found (simulated)")
+
+    monkeypatch.setattr(simam_kernel, "_state", simam_kernel._KernelState())
+    monkeypatch.setattr(simam_kernel, "_build_and_load", fail)
+
+
+def test_fallback_when_the_kernel_cannot_be_built(broken_kernel, caplog):
+    x = np.random.randn(2, 3, 6, 6).astype("float32")
+    with caplog.at_level(logging.WARNING, logger=simam_kernel.__name__):
+        layer = SimAM(3, e_lambda=1e-5)  # builds the kernel on a CPU device: fails quietly
+        assert simam_module.resolve_backend(paddle.to_tensor(x)) == "paddle"
+        y = layer(paddle.to_tensor(x))
+        layer(paddle.to_tensor(x))
+    np.testing.assert_allclose(y.numpy(), reference_simam(x, 1e-5), rtol=1e-5)
+    assert "simulated" in simam_kernel.load_error()
+    warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(warnings) == 1, "one warning per process"
+
+
+def test_forcing_an_unavailable_kernel_is_an_error(broken_kernel):
+    with pytest.raises(RuntimeError, match="simulated"):
+        SimAM(backend="kernel")
+
+
+def test_kernel_cache_is_per_user_and_overridable(monkeypatch, tmp_path):
+    monkeypatch.delenv("SIMAM_PADDLE_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert simam_kernel.cache_dir().parent == tmp_path / "xdg" / "simam_paddle"
+    monkeypatch.setenv("SIMAM_PADDLE_CACHE_DIR", str(tmp_path))
+    assert simam_kernel.cache_dir().parent == tmp_path
+    assert simam_kernel.SOURCE.is_file()

@@ -1,0 +1,154 @@
+"""The fused CPU kernel of SimAM: build on first use, cache per user, load, call.
+
+``csrc/simam_op.cc`` is a Paddle custom operator (forward and backward, OpenMP over the B*C
+channels) compiled with ``paddle.utils.cpp_extension.load``. The first build on a machine takes
+10-30 s and goes to a per-user cache directory, ``$SIMAM_PADDLE_CACHE_DIR`` or
+``~/.cache/simam_paddle`` (``$XDG_CACHE_HOME`` is honoured), under a name that changes with the
+source, the flags, Paddle and Python; later processes load it in about a second.
+
+The kernel runs on one thread unless ``$SIMAM_PADDLE_NUM_THREADS`` asks for more (read once, at
+load): Paddle's own CPU operators run on one thread by default, and on a shared machine OpenMP
+threads waiting at a barrier for a descheduled sibling lose more than they gain.
+
+The kernel is an optimisation, never a requirement: when the compiler is missing or the build
+fails, :func:`prepare` returns False, logs one warning, and SimAM uses its pure-Paddle path.
+``SimAM`` calls :func:`prepare` when it is built on a CPU device, so the build never falls inside
+a timed training step; call it yourself to build ahead of time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import platform
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+
+import paddle
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).resolve().parent / "csrc" / "simam_op.cc"
+OP_MODULE_NAME = "simam_paddle_op"
+# -O3 for the vectorised loops; OpenMP splits the channels across threads (OMP_NUM_THREADS).
+CXX_FLAGS = ["-O3", "-fopenmp"]
+LD_FLAGS = ["-fopenmp"]
+
+
+class _KernelState:
+    """What one process knows about the kernel: the loaded module, or why there is none."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tried = False
+        self.module: ModuleType | None = None
+        self.error: str | None = None
+        self.num_threads = 1
+
+
+_state = _KernelState()
+
+
+def cache_dir() -> Path:
+    """The directory this build of the kernel is cached in (one per source/flags/Paddle/Python)."""
+    root = os.environ.get("SIMAM_PADDLE_CACHE_DIR")
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "simam_paddle"
+    signature = "\n".join(
+        [
+            hashlib.sha256(SOURCE.read_bytes()).hexdigest(),
+            " ".join(CXX_FLAGS + LD_FLAGS),
+            paddle.__version__,
+            sys.version,
+            platform.machine(),
+        ]
+    )
+    return Path(root) / f"kernel-{hashlib.sha256(signature.encode()).hexdigest()[:16]}"
+
+
+@contextlib.contextmanager
+def _build_lock(directory: Path):
+    """Serialise builds of one cache directory across processes (tests, data-loader workers)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, concurrent first builds may repeat work
+        yield
+        return
+    with open(directory / ".lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _build_and_load() -> ModuleType:
+    """Compile (or find in the cache) and load the custom operator; raises on any failure."""
+    from paddle.utils.cpp_extension import load
+
+    directory = cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    with _build_lock(directory):
+        if not (directory / OP_MODULE_NAME / f"{OP_MODULE_NAME}.so").exists():
+            logger.info("SimAM: building the fused CPU kernel in %s (first use, 10-30 s)", directory)
+        output = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(output):
+                module = load(
+                    name=OP_MODULE_NAME,
+                    sources=[str(SOURCE)],
+                    extra_cxx_cflags=list(CXX_FLAGS),
+                    extra_ldflags=list(LD_FLAGS),
+                    build_directory=str(directory),
+                )
+        except BaseException as exc:  # SystemExit from a failed setup.py build included
+            raise RuntimeError(f"{type(exc).__name__}: {exc}\n{output.getvalue()}") from exc
+    if not hasattr(module, "simam_fused"):
+        raise RuntimeError(f"the built library in {directory} has no simam_fused operator")
+    return module
+
+
+def _threads_from_env() -> int:
+    value = os.environ.get("SIMAM_PADDLE_NUM_THREADS", "1")
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"SIMAM_PADDLE_NUM_THREADS must be a positive integer, got {value!r}")
+    return threads
+
+
+def prepare() -> bool:
+    """Build or load the kernel once per process; True when it can be used. Never raises."""
+    with _state.lock:
+        if not _state.tried:
+            _state.tried = True
+            try:
+                _state.num_threads = _threads_from_env()
+                _state.module = _build_and_load()
+            except Exception as exc:
+                _state.error = str(exc).strip() or type(exc).__name__
+                logger.warning(
+                    "SimAM: the fused CPU kernel is unavailable, using the pure-Paddle path (%s)",
+                    _state.error.splitlines()[0],
+                )
+                logger.debug("SimAM kernel build output:\n%s", _state.error)
+    return _state.module is not None
+
+
+def load_error() -> str | None:
+    """Why the kernel could not be built or loaded, or None (also before :func:`prepare` ran)."""
+    return _state.error
+
+
+def simam_fused(x: paddle.Tensor, e_lambda: float) -> paddle.Tensor:
+    """SimAM of a CPU float32/float64 [B, C, H, W] tensor with the fused kernel (after prepare())."""
+    if _state.module is None and not prepare():
+        raise RuntimeError(f"the SimAM CPU kernel is unavailable: {_state.error}")
+    return _state.module.simam_fused(x, float(e_lambda), _state.num_threads)[0]
