@@ -8,12 +8,15 @@ The training loop calls ``set_loader_epoch(loader, epoch)`` before each epoch. T
   run with Python's ``random`` and NumPy's global RNG seeded from (seed, e, i) and restored afterwards;
   the fast pipeline draws the parameters of the whole epoch from ``default_rng([seed, e, 1])`` at once;
 - a loader item is a whole batch, built by one worker, so 0, 1 or 2 workers yield the same batches,
-  and a run resumed at epoch e sees what an uninterrupted run saw. Nothing reads or moves the global
-  RNGs of the process.
+  and a run resumed at epoch e sees what an uninterrupted run saw. The global RNGs of the process are
+  left as they were. One caveat: with 0 workers the recipe's transforms run in the loader's thread of
+  the main process with the global RNGs seeded for a moment, so a training loop that drew from
+  Python's ``random`` or NumPy's global RNG while iterating would race with them (Mixup's generator and
+  Paddle's own RNG are not shared).
 
-OpenCV's own thread pool costs more than it saves on images this small (BENCHMARKS.md): a program can
-call ``cv2.setNumThreads(1)`` once at start, before any loader exists. Never inside a loader worker:
-in a forked child of a process whose pool has run, ``cv2.setNumThreads`` can hang for ever.
+Nothing here calls ``cv2.setNumThreads``: in a forked worker of a process whose OpenCV thread pool has
+run, that call can hang for ever (tested). A program that wants OpenCV single-threaded sets it once at
+start, before any loader exists; on these small images it changes little (BENCHMARKS.md).
 """
 
 from __future__ import annotations
