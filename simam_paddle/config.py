@@ -57,7 +57,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "data": {
         "root": Key(None, "str?", "cifar-10-python.tar.gz path, image-folder root (train/, test/), or null for Paddle's cache"),
         "download": Key(True, "bool", "let Paddle download CIFAR-10 into its cache when root is null"),
-        "train_transforms": Key("recipe", "str", "train pipeline: recipe (the notebook's, step for step) | fast (same distributions, less work)", _choice("recipe", "fast"), "one of recipe, fast"),
+        "train_transforms": Key("recipe", "str", "train pipeline: recipe (the notebook's, step for step) | fast (same distributions, less work) | none (no augmentation)", _choice("recipe", "fast", "none"), "one of recipe, fast, none"),
         "batch_size": Key(128, "int", "images per batch, per process", _positive, ">= 1"),
         "num_workers": Key(2, "int", "data-loading worker processes (0 = load in the main process)", _non_negative, ">= 0"),
         "limit_train": Key(None, "int?", "class-balanced subset of the training set (null = all 50,000)", _positive, ">= 1 or null"),

@@ -30,19 +30,12 @@ import numpy as np
 import paddle
 from paddle.io import DataLoader, Dataset, get_worker_info
 
+from ..config import SCHEMA
 from .sources import load_split
 from .transforms import build_test_transform, build_train_transform
 
-DATA_DEFAULTS: dict[str, Any] = {
-    "root": None,  # cifar-10-python.tar.gz, an image-folder root, or None = Paddle's cache
-    "download": True,  # let Paddle download CIFAR-10 into its cache when root is None
-    "train_transforms": "recipe",  # "recipe" (the notebook's, step for step) or "fast"
-    "batch_size": 128,  # per process
-    "num_workers": 2,
-    "limit_train": None,  # class-balanced subset of that many training images, or None = all
-    "limit_val": None,  # likewise for the test split
-    "mixup_alpha": 0.0,  # read by the training loop (Mixup), not by the loaders
-}
+# The data section's defaults, from the one schema of every config key (simam_paddle/config.py).
+DATA_DEFAULTS: dict[str, Any] = {name: key.default for name, key in SCHEMA["data"].items()}
 
 
 @contextmanager

@@ -216,11 +216,12 @@ class FastTrainTransform:
 TRAIN_TRANSFORMS: dict[str, Callable[[], Callable[[np.ndarray], np.ndarray]]] = {
     "recipe": build_recipe_train_transform,
     "fast": FastTrainTransform,
+    "none": build_test_transform,  # no augmentation (for exact comparisons, e.g. tests/test_distributed.py)
 }
 
 
 def build_train_transform(name: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The train pipeline called ``name`` in the config: "recipe" or "fast"."""
+    """The train pipeline called ``name`` in the config: "recipe", "fast" or "none" (the test pipeline)."""
     if name not in TRAIN_TRANSFORMS:
         raise ValueError(f"unknown train_transforms {name!r}; choose one of {', '.join(TRAIN_TRANSFORMS)}")
     return TRAIN_TRANSFORMS[name]()
