@@ -32,6 +32,8 @@ from .runs import run_config
 from .stats import diff_ci, mean, mean_ci, std
 
 BASELINE = "alexnet"
+# The full recipe, for the time estimate: 50 epochs of 50,000 training and 10,000 test images.
+FULL_EPOCHS, FULL_TRAIN, FULL_TEST = 50, 50_000, 10_000
 
 
 def load_run(run_dir: Path) -> dict:
@@ -111,6 +113,10 @@ def summarise(runs: list[dict], throughput: dict[str, float] | None = None) -> d
         row["end_to_end_ips"] = mean(e2e) if e2e else None
         row["model_only_ips"] = (throughput or {}).get(name)
         row["train_seconds"] = mean([sum(h["epoch"]["epoch_time"]) for h in hist])
+        train_ips = float(np.median([v for h in hist for v in h["epoch"]["train_ips"]]))
+        val_ips = float(np.median([v for h in hist for v in h["epoch"]["val_ips"]]))
+        # an estimate from the measured per-image costs of these runs, not a measurement
+        row["full_recipe_hours_estimate"] = FULL_EPOCHS * (FULL_TRAIN / train_ips + FULL_TEST / val_ips) / 3600
         models[name] = row
     base = models.get(BASELINE)
     for name, row in models.items():
@@ -216,6 +222,9 @@ def compare(run_dirs: list[Path], out: Path, measure_throughput: bool = True, re
              f"Throughput: {result['throughput_method']}; end-to-end: the test set through the data loader, "
              f"median over epochs, mean over seeds. Machine: {env.get('cpu_count')} CPU cores ({env.get('machine')}), "
              f"{env.get('device')}, Paddle {env.get('paddle')}, Python {env.get('python')}.\n")
+    text += ("\nEstimated time of one full-recipe run (50 epochs x 50,000 + 10,000 images) on this machine, from the "
+             "median train and test images/s of these runs' epochs: "
+             + ", ".join(f"{name} {row['full_recipe_hours_estimate']:.1f} h" for name, row in models.items()) + ".\n")
     atomic_write_text(out / "results.md", text)
     if kept:
         plot_curves_over_seeds(kept, out / "curves.png")

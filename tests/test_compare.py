@@ -35,7 +35,7 @@ def make_run(root, model, seed, accs, overrides=(), finished=True, weights=False
         "environment": {"cpu_count": 2, "machine": "x86_64", "device": "cpu", "paddle": "3.3.1", "python": "3.11"},
         "iter_loss": {"iter": [0, 5], "loss": [2.3, 2.0]},
         "epoch": {"epoch": [1, 2], "train_acc": [0.3, train_acc], "val_acc": [best, final], "val_loss": [1.5, 1.4],
-                  "epoch_time": [10.0, 12.0], "val_ips": [100.0, 100.0]},
+                  "epoch_time": [10.0, 12.0], "val_ips": [100.0, 100.0], "train_ips": [50.0, 50.0]},
         "best": {"epoch": 1, "val_acc": best},
         "throughput": {"end_to_end_ips": 100.0 + seed},
     }
@@ -64,6 +64,8 @@ def test_table_statistics_by_hand(runs, tmp_path):
     assert delta["ci95"] == pytest.approx([0.02 - half, 0.02 + half], rel=1e-5)
     assert delta["method"].startswith("paired")
     assert base["end_to_end_ips"] == pytest.approx(102.0)
+    # 50 epochs x (50,000 / 50 + 10,000 / 100) s = 55,000 s
+    assert base["full_recipe_hours_estimate"] == pytest.approx(55_000 / 3600)
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| alexnet_simam | 3 | 7,524,042 | 53.00 ± 2.00 | 63.33 ± 2.08 | 62.00 ± 2.65 | +1.33" in md
     assert json.loads((tmp_path / "out" / "results.json").read_text())["flagged"] == []
