@@ -242,3 +242,19 @@ def test_short_run_on_real_cifar10(cifar10_jpeg, tmp_path):
     assert h["finished"] and h["steps_per_epoch"] == 10
     assert all(math.isfinite(v) for v in h["epoch"]["val_loss"])
     assert h["epoch"]["train_loss"][-1] < h["epoch"]["train_loss"][0]
+
+
+def test_visualdl_scalars(tiny_root, tmp_path):
+    pytest.importorskip("visualdl", reason="VisualDL is not installed (pip install -e '.[dev]' installs it)")
+    from visualdl import LogReader
+
+    out = tmp_path / "vdl"
+    run_train(*tiny_args(tiny_root, out, "-o", "train.epochs=1", "-o", "train.visualdl=true"))
+    records = list((out / "visualdl").glob("vdlrecords*"))
+    assert len(records) == 1
+    reader = LogReader(file_path=str(records[0]))
+    losses = reader.get_data("scalar", "train/loss")
+    history = json.loads((out / "history.json").read_text())
+    assert [r.id for r in losses] == history["iter_loss"]["iter"]
+    np.testing.assert_allclose([r.value for r in losses], history["iter_loss"]["loss"], rtol=1e-6)
+    assert [r.value for r in reader.get_data("scalar", "epoch/val_acc")] == pytest.approx(history["epoch"]["val_acc"])
