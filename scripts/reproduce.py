@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from simam_paddle.compare import compare
-from simam_paddle.config import load_config
+from simam_paddle.config import ConfigError, load_config
 from simam_paddle.io import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,29 +44,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/repro"), help="folder of the comparison")
     args = parser.parse_args(argv)
 
-    start = time.time()
-    run_dirs = []
+    plan = []  # (config, seed, run_dir, overrides), all validated before any run starts
     for seed in args.seeds:
         for config in CONFIGS:
-            name = config.stem
-            run_dir = args.runs / name / f"seed{seed}"
+            run_dir = args.runs / config.stem / f"seed{seed}"
             overrides = args.override + [f"train.seed={seed}", f"train.output_dir={run_dir}"]
-            load_config(config, overrides)  # fail on a bad override before any run starts
-            run_dirs.append(run_dir)
-            state = run_state(run_dir)
-            if state == "finished":
-                print(f"== {name} seed {seed}: finished, skipped", flush=True)
-                continue
-            print(f"== {name} seed {seed}: {'resuming' if state == 'resume' else 'training'} in {run_dir}", flush=True)
-            cmd = [sys.executable, "-m", "simam_paddle.train", "--config", str(config)]
-            cmd += [arg for o in overrides for arg in ("-o", o)] + (["--resume"] if state == "resume" else [])
-            code = subprocess.call(cmd)
-            if code != 0:
-                print(f"error: {name} seed {seed} failed with exit code {code}; fix it and re-run this command "
-                      "(finished runs are kept)", file=sys.stderr)
-                return code
+            try:
+                load_config(config, overrides)
+            except ConfigError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            plan.append((config, seed, run_dir, overrides))
+
+    start = time.time()
+    for config, seed, run_dir, overrides in plan:
+        name, state = config.stem, run_state(run_dir)
+        if state == "finished":
+            print(f"== {name} seed {seed}: finished, skipped", flush=True)
+            continue
+        print(f"== {name} seed {seed}: {'resuming' if state == 'resume' else 'training'} in {run_dir}", flush=True)
+        cmd = [sys.executable, "-m", "simam_paddle.train", "--config", str(config)]
+        cmd += [arg for o in overrides for arg in ("-o", o)] + (["--resume"] if state == "resume" else [])
+        code = subprocess.call(cmd)
+        if code != 0:
+            print(f"error: {name} seed {seed} failed with exit code {code}; fix it and re-run this command "
+                  "(finished runs are kept)", file=sys.stderr)
+            return code
     wall = time.time() - start
-    compare(run_dirs, args.out)
+    compare([run_dir for _, _, run_dir, _ in plan], args.out)
     atomic_write_json(args.out / "study.json", {
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
         "seeds": args.seeds, "overrides": args.override, "wall_seconds_this_invocation": round(wall, 1),

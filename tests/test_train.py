@@ -258,3 +258,20 @@ def test_visualdl_scalars(tiny_root, tmp_path):
     assert [r.id for r in losses] == history["iter_loss"]["iter"]
     np.testing.assert_allclose([r.value for r in losses], history["iter_loss"]["loss"], rtol=1e-6)
     assert [r.value for r in reader.get_data("scalar", "epoch/val_acc")] == pytest.approx(history["epoch"]["val_acc"])
+
+
+def test_evaluate_recomputes_the_best_epoch_from_the_saved_weights(reference_run, tiny_root):
+    out = reference_run[0]
+    h = json.loads((out / "history.json").read_text())
+    proc = subprocess.run([sys.executable, "-m", "simam_paddle.evaluate", str(out), "--batches", "2"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    best = h["best"]["epoch"] - 1
+    assert f"val loss {h['epoch']['val_loss'][best]:.4f}  val acc {h['epoch']['val_acc'][best]:.4f}" in proc.stdout
+    assert "model-only" in proc.stdout and "end-to-end" in proc.stdout
+
+
+def test_evaluate_on_a_directory_that_is_not_a_run(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "simam_paddle.evaluate", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert proc.returncode == 2 and "is not a run directory" in proc.stderr

@@ -1,0 +1,55 @@
+"""scripts/reproduce.py: trains both models per seed, skips finished runs, resumes interrupted ones."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+from test_train import write_image_folder
+
+
+def reproduce(tmp_path, root, *extra):
+    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "reproduce.py"), "--seeds", "1", "--runs", str(tmp_path / "runs"),
+           "--out", str(tmp_path / "results"), "-o", f"data.root={root}", "-o", "data.batch_size=16",
+           "-o", "data.num_workers=0", "-o", "train.epochs=1", "-o", "train.throughput_batches=1", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+
+
+def test_reproduce_trains_compares_and_skips_finished_runs(tmp_path):
+    root = write_image_folder(tmp_path / "data", train_per_class=4, test_per_class=2)
+    first = reproduce(tmp_path, root)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for model in ("alexnet", "alexnet_simam"):
+        assert json.loads((tmp_path / "runs" / model / "seed1" / "history.json").read_text())["finished"]
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert sorted(results["models"]) == ["alexnet", "alexnet_simam"] and results["flagged"] == []
+    assert "| alexnet_simam | 1 |" in (tmp_path / "results" / "results.md").read_text()
+    study = json.loads((tmp_path / "results" / "study.json").read_text())
+    assert study["seeds"] == [1] and "data.batch_size=16" in study["overrides"]
+    second = reproduce(tmp_path, root)
+    assert second.returncode == 0
+    assert second.stdout.count("finished, skipped") == 2
+
+
+def test_reproduce_rejects_a_bad_override_before_training(tmp_path):
+    proc = reproduce(tmp_path, tmp_path, "-o", "train.epochs=0")
+    assert proc.returncode != 0 and "train.epochs: expected >= 1" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_state_tells_finished_interrupted_and_new(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce", REPO_ROOT / "scripts" / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run = tmp_path / "run"
+    assert module.run_state(run) == "new"
+    run.mkdir()
+    (run / "checkpoint.pdckpt").write_bytes(b"x")
+    (run / "history.json").write_text(json.dumps({"finished": False}))
+    assert module.run_state(run) == "resume"
+    (run / "history.json").write_text(json.dumps({"finished": True}))
+    assert module.run_state(run) == "finished"
