@@ -88,13 +88,14 @@ def defaults() -> dict[str, dict[str, Any]]:
     return {section: {k: key.default for k, key in keys.items()} for section, keys in SCHEMA.items()}
 
 
-def describe() -> str:
-    """The schema as commented YAML: every key, its default and what it means."""
+def describe(config: dict | None = None) -> str:
+    """``config`` (default: the defaults) as commented YAML: every key, its value and what it means."""
+    config = config or defaults()
     lines = []
     for section, keys in SCHEMA.items():
         lines.append(f"{section}:")
         for name, key in keys.items():
-            value = yaml.safe_dump(key.default, default_flow_style=True).strip().removesuffix("...").strip()
+            value = yaml.safe_dump(config[section][name], default_flow_style=True).strip().removesuffix("...").strip()
             lines.append(f"  {name}: {value}  # {key.doc}")
     return "\n".join(lines) + "\n"
 

@@ -25,7 +25,7 @@ import paddle
 import paddle.distributed as dist
 
 from .checkpoint import CHECKPOINT, prepare_run_dir, resume_state, save_checkpoint
-from .config import ConfigError, load_config, save_config
+from .config import ConfigError, describe, load_config, save_config
 from .distributed import all_reduce_sum
 from .evaluate import evaluate, model_throughput
 from .io import atomic_paddle_save, atomic_write_json
@@ -315,7 +315,7 @@ def parse_args(argv: list[str] | None):
                         help="override a config value, e.g. -o train.epochs=5 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue the run in train.output_dir")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in train.output_dir")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config, every key with its meaning, and exit")
     return parser.parse_args(argv)
 
 
@@ -325,9 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, args.override + flags)
         if args.print_config:
-            import yaml
-
-            print(yaml.safe_dump(config, sort_keys=False), end="")
+            print(describe(config), end="")
             return 0
         train(config)
     except (ConfigError, FileNotFoundError) as exc:

@@ -104,3 +104,14 @@ def test_bad_file_errors(tmp_path):
 
 def test_parse_override():
     assert parse_override("data.root=a=b") == {"data": {"root": "a=b"}}
+
+
+def test_print_config_shows_resolved_values_with_comments():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "simam_paddle.train", "--config", str(CONFIGS / "alexnet.yaml"),
+                           "-o", "train.epochs=7", "--print-config"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "  epochs: 7  # number of epochs" in proc.stdout
+    assert "  name: alexnet  # model to train" in proc.stdout
