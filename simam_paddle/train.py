@@ -26,10 +26,12 @@ import paddle.distributed as dist
 
 from .checkpoint import CHECKPOINT, prepare_run_dir, resume_state, save_checkpoint
 from .config import ConfigError, describe, load_config, save_config
+from .data import CLASS_NAMES, Mixup, build_loaders, set_loader_epoch
 from .distributed import all_reduce_sum
 from .evaluate import evaluate, model_throughput
 from .io import atomic_paddle_save, atomic_write_json
 from .losses import LabelSmoothingCrossEntropy
+from .plots import plot_curves, plot_predictions
 from .runs import build_run_model
 
 
@@ -111,8 +113,6 @@ class Trainer:
     """One run: built from a validated config, fitted with ``fit()``."""
 
     def __init__(self, config: dict):
-        from .data import Mixup, build_loaders
-
         check_environment(config)
         self.config = config
         self.world, self.rank = dist.get_world_size(), dist.get_rank()
@@ -136,7 +136,6 @@ class Trainer:
         self.optimizer = paddle.optimizer.Adam(learning_rate=self.scheduler, parameters=self.model.parameters(),
                                                weight_decay=tc["weight_decay"])
         self.criterion = LabelSmoothingCrossEntropy(config["loss"]["smoothing"])
-        self.mixup_cls = Mixup if dc["mixup_alpha"] > 0 else None
         self.history = new_history(config, self.model, self.steps)
         self.start_epoch, self.best_acc = 0, -1.0
         if resuming:
@@ -144,28 +143,23 @@ class Trainer:
             self.history, self.start_epoch, self.best_acc = state["history"], state["epoch"], state["best_acc"]
         self.net = paddle.DataParallel(self.model) if self.world > 1 else self.model
         self.scaler = paddle.amp.GradScaler() if tc["amp"] != "off" else None
-        if self.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-        self.log = RunLog(self.out / "train.log" if self.main else None)
         self.vdl = None
         if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
             save_config(config, self.out / "config.yaml")
             if tc["visualdl"]:
                 from visualdl import LogWriter
 
                 self.vdl = LogWriter(logdir=str(self.out / "visualdl"))
+        self.log = RunLog(self.out / "train.log" if self.main else None)
 
     # -- one epoch -------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict:
-        from .data import set_loader_epoch
-
         tc, epochs = self.config["train"], self.config["train"]["epochs"]
         # Dropout and Mixup of epoch e depend on (seed, e) only, so a resumed run repeats them exactly.
         paddle.seed(self.seed * 1000 + epoch)
-        mixup = None
-        if self.mixup_cls is not None:
-            mixup = self.mixup_cls(self.config["data"]["mixup_alpha"], self.config["model"]["num_classes"],
-                                   seed=self.seed * 1000 + epoch)
+        alpha = self.config["data"]["mixup_alpha"]
+        mixup = Mixup(alpha, self.config["model"]["num_classes"], seed=self.seed * 1000 + epoch) if alpha > 0 else None
         set_loader_epoch(self.train_loader, epoch)
         self.net.train()
         loss_sum = correct = count = 0.0
@@ -265,9 +259,6 @@ class Trainer:
 
     def finish(self) -> None:
         """Final weights, throughput of the best model, figures."""
-        from .data import CLASS_NAMES
-        from .plots import plot_curves, plot_predictions
-
         if not self.main:
             return
         tc, h = self.config["train"], self.history

@@ -275,3 +275,13 @@ def test_evaluate_on_a_directory_that_is_not_a_run(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "simam_paddle.evaluate", str(tmp_path)],
                           capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert proc.returncode == 2 and "is not a run directory" in proc.stderr
+
+
+def test_mixup_run_trains_on_soft_targets(reference_run, tiny_root, tmp_path):
+    out = tmp_path / "mixup"
+    run_train(*tiny_args(tiny_root, out, "-o", "train.epochs=1", "-o", "data.mixup_alpha=0.2"))
+    mixed = json.loads((out / "history.json").read_text())
+    plain = json.loads((reference_run[0] / "history.json").read_text())
+    assert mixed["finished"] and all(math.isfinite(v) for v in mixed["iter_loss"]["loss"])
+    # same seed, data and weights: only Mixup differs, and it changes the losses from the first batch on
+    assert mixed["iter_loss"]["loss"][0] != pytest.approx(plain["iter_loss"]["loss"][0], rel=1e-4)
