@@ -13,7 +13,7 @@ from pathlib import Path
 
 import paddle
 
-from .config import ConfigError, recipe_key
+from .config import ConfigError
 from .io import atomic_paddle_save
 
 CHECKPOINT = "checkpoint.pdckpt"

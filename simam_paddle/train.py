@@ -26,7 +26,7 @@ import paddle.distributed as dist
 
 from .checkpoint import CHECKPOINT, prepare_run_dir, resume_state, save_checkpoint
 from .config import ConfigError, describe, load_config, save_config
-from .data import CLASS_NAMES, Mixup, build_loaders, set_loader_epoch
+from .data import CLASS_NAMES, Mixup, build_loaders, sample_images, set_loader_epoch
 from .distributed import all_reduce_sum
 from .evaluate import evaluate, model_throughput
 from .io import atomic_paddle_save, atomic_write_json
@@ -275,13 +275,7 @@ class Trainer:
         h["finished"] = True
         atomic_write_json(self.out / "history.json", h)
         plot_curves(h, self.out / "curves.png", title=f"{h['model']}, seed {self.seed}")
-        images, truth = [], []
-        for batch_images, batch_labels in self.val_loader:  # the first 18 test images, in order
-            images.append(batch_images.numpy())
-            truth.extend(batch_labels.numpy().reshape(-1).tolist())
-            if len(truth) >= 18:
-                break
-        images, truth = np.concatenate(images)[:18], truth[:18]
+        images, truth = sample_images(self.val_loader, 18)
         with paddle.no_grad():
             predicted = best(paddle.to_tensor(images)).argmax(axis=1).tolist()
         plot_predictions(images, predicted, truth, CLASS_NAMES, self.out / "predictions.png")

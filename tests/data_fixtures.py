@@ -3,7 +3,8 @@
 ``write_cifar_archive`` writes an archive in the official format (pickled ``data_batch_1..5`` and
 ``test_batch`` inside ``cifar-10-batches-py/`` in a .tar.gz); ``write_image_folder`` a PNG tree. The
 pixels follow ``known_image``, a pattern that differs per image, channel, row and column, so that a
-transposed, flipped or channel-swapped read cannot pass.
+transposed, flipped or channel-swapped read cannot pass. ``write_learnable_image_folder`` writes
+images whose classes differ in colour, for short training runs that must learn something.
 """
 
 from __future__ import annotations
@@ -94,3 +95,17 @@ def write_image_folder(root: Path, counts: dict[str, int], first: int = 0) -> di
             np.repeat(np.arange(10), per_class),
         )
     return expected
+
+
+def write_learnable_image_folder(root: Path, train_per_class: int, test_per_class: int) -> Path:
+    """A CIFAR-10-shaped image folder whose classes differ in colour, so a few steps already learn."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train_per_class), ("test", test_per_class)):
+        for k, name in enumerate(CLASS_NAMES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            colour = np.array([k * 25, 255 - k * 25, (k * 70) % 256], dtype=np.float64)
+            for i in range(count):
+                image = np.clip(colour + rng.normal(0, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+                cv2.imwrite(str(folder / f"{i:04d}.png"), image)
+    return root

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import paddle
 import pytest
-from data_fixtures import write_cifar_archive
+from data_fixtures import write_cifar_archive, write_learnable_image_folder
 
-from simam_paddle.data import DATA_DEFAULTS, build_dataset, build_loaders, build_test_transform, set_loader_epoch
+from simam_paddle.data import (
+    DATA_DEFAULTS, build_dataset, build_loaders, build_test_transform, sample_images, set_loader_epoch,
+)
 from simam_paddle.data.loaders import EpochBatchSampler
 from simam_paddle.data.transforms import FastTrainTransform
 
@@ -214,3 +216,12 @@ def test_workers_do_not_hang_after_the_parent_used_cv2_threads(archive):
         [sys.executable, "-c", FORK_AFTER_CV2_THREADS, str(archive[0])], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and "done" in result.stdout, result.stderr[-2000:]
+
+
+def test_sample_images_are_spread_over_the_test_set(tmp_path):
+    root = write_learnable_image_folder(tmp_path / "folder", train_per_class=2, test_per_class=3)
+    _, val = build_loaders({**DATA_DEFAULTS, "root": str(root), "batch_size": 4, "num_workers": 0}, seed=0)
+    images, labels = sample_images(val, 18)
+    assert images.shape == (18, 3, 128, 128) and images.dtype == np.float32
+    # the folder lists its 30 test images class by class; 18 evenly spaced ones reach every class
+    assert sorted(set(labels.tolist())) == list(range(10))

@@ -15,7 +15,8 @@ import numpy as np
 import paddle
 
 from conftest import REPO_ROOT
-from test_train import run_train, write_image_folder
+from data_fixtures import write_learnable_image_folder as write_image_folder
+from test_train import run_train
 
 
 def common(root, out, batch):

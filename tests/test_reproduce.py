@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from conftest import REPO_ROOT
-from test_train import write_image_folder
+from data_fixtures import write_learnable_image_folder as write_image_folder
 
 
 def reproduce(tmp_path, root, *extra):

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import paddle
@@ -21,25 +20,9 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
+from data_fixtures import write_learnable_image_folder as write_image_folder
 
 TIMING_KEYS = {"epoch_time", "train_ips", "val_ips"}
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def write_image_folder(root: Path, train_per_class: int, test_per_class: int) -> Path:
-    """A CIFAR-10-shaped image folder whose classes differ in colour, so a few steps already learn."""
-    import cv2
-
-    rng = np.random.default_rng(0)
-    for split, count in (("train", train_per_class), ("test", test_per_class)):
-        for k, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            colour = np.array([k * 25, 255 - k * 25, (k * 70) % 256], dtype=np.float64)
-            for i in range(count):
-                image = np.clip(colour + rng.normal(0, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
-                cv2.imwrite(str(folder / f"{i:04d}.png"), image)
-    return root
 
 
 def run_train(*args, check=True, timeout=600):

@@ -3,7 +3,7 @@
 See RECIPE.md ("Data") for the facts these encode; each module's docstring says how.
 """
 
-from .loaders import DATA_DEFAULTS, CifarDataset, build_dataset, build_loaders, set_loader_epoch
+from .loaders import DATA_DEFAULTS, CifarDataset, build_dataset, build_loaders, sample_images, set_loader_epoch
 from .mixup import Mixup
 from .sources import CLASS_NAMES, load_image, load_split
 from .transforms import FastTrainTransform, build_recipe_train_transform, build_test_transform, build_train_transform
@@ -21,5 +21,6 @@ __all__ = [
     "build_train_transform",
     "load_image",
     "load_split",
+    "sample_images",
     "set_loader_epoch",
 ]

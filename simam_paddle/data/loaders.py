@@ -198,6 +198,15 @@ def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
     loader.dataset.set_epoch(epoch)
 
 
+def sample_images(loader: DataLoader, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` images of ``loader``'s dataset at evenly spaced indices, transformed, with their labels.
+
+    Evenly spaced, not the first ones: an image folder lists its test set class by class.
+    """
+    dataset = loader.dataset.dataset
+    return dataset.get_batch(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(np.int64))
+
+
 def resolve_data_config(data_cfg: dict) -> dict:
     """``data_cfg`` over ``DATA_DEFAULTS``; an unknown key is an error that names it."""
     unknown = sorted(set(data_cfg) - set(DATA_DEFAULTS))
