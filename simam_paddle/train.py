@@ -141,6 +141,8 @@ class Trainer:
         if resuming:
             state = resume_state(self.out, config, self.model, self.optimizer)
             self.history, self.start_epoch, self.best_acc = state["history"], state["epoch"], state["best_acc"]
+        if tc["amp"] == "O2":  # O2 keeps float16 weights with float32 master copies in the optimizer
+            self.model, self.optimizer = paddle.amp.decorate(models=self.model, optimizers=self.optimizer, level="O2")
         self.net = paddle.DataParallel(self.model) if self.world > 1 else self.model
         self.scaler = paddle.amp.GradScaler() if tc["amp"] != "off" else None
         self.vdl = None
