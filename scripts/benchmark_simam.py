@@ -28,10 +28,8 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's BLAS threads would spin beside the timed code
@@ -44,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simam_paddle import LabelSmoothingCrossEntropy, build_model, simam  # noqa: E402
 from simam_paddle.models import simam_kernel  # noqa: E402
+from simam_paddle.timing import interleaved_medians  # noqa: E402
 
 LAYER_SHAPES = {  # AlexNet-SimAM at batch 128, 128x128 input (see RECIPE.md)
     "conv1": [128, 48, 32, 32],
@@ -62,21 +61,6 @@ def formula_as_written(x: paddle.Tensor, e_lambda: float = E_LAMBDA) -> paddle.T
     x_minus_mu_square = (x - x.mean(axis=[2, 3], keepdim=True)).pow(2)
     y = x_minus_mu_square / (4 * (x_minus_mu_square.sum(axis=[2, 3], keepdim=True) / n + e_lambda)) + 0.5
     return x * F.sigmoid(y)
-
-
-def interleaved_medians(candidates: dict, rounds: int, warmup: int) -> dict[str, float]:
-    """Median seconds per call of each candidate, run round-robin with a rotating start."""
-    names = list(candidates)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(warmup + rounds):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            candidates[name]()
-            elapsed = time.perf_counter() - start
-            if r >= warmup:
-                times[name].append(elapsed)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def layer_candidates(shape: list[int], backends: list[str]) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import paddle
 
-from .config import ConfigError
+from .config import NON_COMPUTATIONAL, ConfigError
 from .io import atomic_paddle_save
 
 CHECKPOINT = "checkpoint.pdckpt"
@@ -23,9 +23,6 @@ RUN_FILES = (
     "best_model.pdparams", "best_optimizer.pdopt", "final_model.pdparams", "final_optimizer.pdopt",
     "curves.png", "predictions.png", "visualdl",
 )
-# Keys that may change when a run is resumed (they do not change what is computed).
-RESUMABLE_CHANGES = {("train", "resume"), ("train", "overwrite"), ("data", "num_workers"), ("train", "log_interval"),
-                     ("train", "visualdl"), ("train", "throughput_batches"), ("train", "output_dir")}
 
 
 def prepare_run_dir(out: Path, config: dict) -> bool:
@@ -60,7 +57,7 @@ def check_resumable(saved: dict, config: dict, path: Path) -> None:
         f"{section}.{key}: {saved[section].get(key)!r} -> {value!r}"
         for section, values in config.items()
         for key, value in values.items()
-        if (section, key) not in RESUMABLE_CHANGES and saved.get(section, {}).get(key) != value
+        if (section, key) not in NON_COMPUTATIONAL and saved.get(section, {}).get(key) != value
     ]
     if changed:
         raise ConfigError(

@@ -20,14 +20,14 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from .config import ConfigError, recipe_key
 from .io import atomic_savefig, atomic_write_json, atomic_write_text
-from .runs import run_config
+from .evaluate import model_throughput
+from .runs import load_run_model, run_config
 from .stats import diff_ci, mean, mean_ci, std
 
 BASELINE = "alexnet"
@@ -72,22 +72,6 @@ def select_comparable(runs: list[dict]) -> tuple[list[dict], list[dict]]:
             continue
         flagged.append(run)
     return kept, flagged
-
-
-def interleaved_throughput(models: dict, batch_size: int, repeats: int = 10, warmup: int = 2) -> dict[str, float]:
-    """Images/s of each model's eval forward pass, timed round-robin in one process; median of repeats."""
-    import paddle
-
-    x = paddle.randn([batch_size, 3, 128, 128])
-    times: dict[str, list[float]] = {name: [] for name in models}
-    with paddle.no_grad():
-        for i in range(warmup + repeats):
-            for name, model in models.items():
-                start = time.perf_counter()
-                model(x).numpy()
-                if i >= warmup:
-                    times[name].append(time.perf_counter() - start)
-    return {name: batch_size / float(np.median(t)) for name, t in times.items()}
 
 
 def summarise(runs: list[dict], throughput: dict[str, float] | None = None) -> dict:
@@ -188,19 +172,17 @@ def plot_curves_over_seeds(runs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_prediction_grid(run: dict, path: Path) -> str | None:
-    """The run's best model on 18 evenly spaced test images; returns why not when it cannot be drawn."""
+def plot_prediction_grid(model, run: dict, path: Path) -> str | None:
+    """``model`` (the run's best) on 18 evenly spaced test images; returns why not when it cannot be drawn."""
     import paddle
 
     from .data import CLASS_NAMES, build_loaders, sample_images
     from .plots import plot_predictions
-    from .runs import load_run_model
 
     config = run["config"]
     # only the test split is used: keep the training subset to one batch so that loading is quick
     data = {**config["data"], "limit_train": config["data"]["batch_size"], "num_workers": 0, "download": False}
     try:
-        model, _ = load_run_model(run["dir"])
         _, val_loader = build_loaders(data, seed=config["train"]["seed"])
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         return str(exc)
@@ -217,12 +199,17 @@ def compare(run_dirs: list[Path], out: Path, measure_throughput: bool = True, re
     first: dict[str, dict] = {}  # each model's run of the lowest seed: timed, and drawn in the prediction grid
     for run in sorted(kept, key=lambda r: r["config"]["train"]["seed"]):
         first.setdefault(run["config"]["model"]["name"], run)
+    loaded = {}  # each loaded once, for the throughput and the prediction grid
+    for name, run in first.items():
+        try:
+            loaded[name] = load_run_model(run["dir"])[0]
+        except FileNotFoundError as exc:
+            if measure_throughput:
+                raise
+            print(f"note: no prediction grid for {name}: {exc}", file=sys.stderr)
     throughput = None
-    if measure_throughput and kept:
-        from .runs import load_run_model
-
-        models = {name: load_run_model(run["dir"])[0] for name, run in first.items()}
-        throughput = interleaved_throughput(models, kept[0]["config"]["data"]["batch_size"], repeats)
+    if measure_throughput and loaded:
+        throughput = model_throughput(loaded, kept[0]["config"]["data"]["batch_size"], repeats)
     models = summarise(kept, throughput)
     out.mkdir(parents=True, exist_ok=True)
     env = kept[0]["history"]["environment"] if kept else {}
@@ -250,8 +237,8 @@ def compare(run_dirs: list[Path], out: Path, measure_throughput: bool = True, re
     atomic_write_text(out / "results.md", text)
     if kept:
         plot_curves_over_seeds(kept, out / "curves.png")
-        for name, run in first.items():
-            problem = plot_prediction_grid(run, out / f"predictions_{name}.png")
+        for name, model in loaded.items():
+            problem = plot_prediction_grid(model, first[name], out / f"predictions_{name}.png")
             if problem:
                 print(f"note: no prediction grid for {name}: {problem}", file=sys.stderr)
     return result | {"markdown": text}

@@ -7,7 +7,6 @@ value is an error naming the key and what was expected, raised before any work s
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,11 +195,17 @@ def save_config(config: dict, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
 
 
+# Keys that do not change what a run computes (where it writes, how it logs, how data is loaded):
+# they may differ between runs that are compared, and change when a run is resumed.
+NON_COMPUTATIONAL = {
+    ("train", "output_dir"), ("train", "resume"), ("train", "overwrite"), ("train", "visualdl"),
+    ("train", "log_interval"), ("train", "throughput_batches"), ("data", "num_workers"),
+}
+
+
 def recipe_key(config: dict) -> dict:
-    """The settings that must agree for two runs to be comparable (everything but model, seed and paths)."""
-    key = copy.deepcopy(config)
-    key.pop("model", None)
-    for name in ("seed", "output_dir", "resume", "overwrite", "visualdl", "log_interval", "throughput_batches"):
-        key["train"].pop(name, None)
-    key["data"].pop("num_workers", None)
-    return key
+    """The settings that must agree for two runs to be comparable: all but the model, the seed and
+    the ``NON_COMPUTATIONAL`` keys."""
+    ignored = NON_COMPUTATIONAL | {("train", "seed")}
+    return {section: {k: v for k, v in values.items() if (section, k) not in ignored}
+            for section, values in config.items() if section != "model"}

@@ -12,11 +12,11 @@ import argparse
 import sys
 import time
 
-import numpy as np
 import paddle
 
 from .distributed import all_reduce_sum
 from .losses import label_smoothing_cross_entropy
+from .timing import interleaved_medians
 
 
 @paddle.no_grad()
@@ -41,18 +41,16 @@ def evaluate(model: paddle.nn.Layer, loader, smoothing: float = 0.1) -> dict:
 
 
 @paddle.no_grad()
-def model_throughput(model: paddle.nn.Layer, batch_size: int = 128, batches: int = 10, warmup: int = 2,
-                     input_size: int = 128) -> float:
-    """Images/s of eval-mode forward passes on a ready random batch: median over ``batches`` timed passes."""
-    model.eval()
+def model_throughput(models: dict[str, paddle.nn.Layer], batch_size: int = 128, batches: int = 10, warmup: int = 2,
+                     input_size: int = 128) -> dict[str, float]:
+    """Images/s of each model's eval-mode forward pass on one ready random batch; several models are
+    timed interleaved (``simam_paddle.timing``), median over ``batches`` rounds after ``warmup``."""
     x = paddle.randn([batch_size, 3, input_size, input_size])
-    times = []
-    for i in range(warmup + batches):
-        start = time.perf_counter()
-        model(x).numpy()  # .numpy() waits for the result
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return batch_size / float(np.median(times))
+    for model in models.values():
+        model.eval()
+    # .numpy() waits for the result
+    seconds = interleaved_medians({name: lambda m=m: m(x).numpy() for name, m in models.items()}, batches, warmup)
+    return {name: batch_size / s for name, s in seconds.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result = evaluate(model, val_loader, config["loss"]["smoothing"])
-    model_ips = model_throughput(model, config["data"]["batch_size"], args.batches)
+    model_ips = model_throughput({"model": model}, config["data"]["batch_size"], args.batches)["model"]
     print(f"{config['model']['name']} ({args.weights} weights) on {result['images']} test images")
     print(f"  val loss {result['loss']:.4f}  val acc {result['acc']:.4f}")
     print(f"  throughput: model-only {model_ips:.1f} img/s (batch {config['data']['batch_size']}, ready tensors, "

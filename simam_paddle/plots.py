@@ -8,10 +8,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .data.transforms import MEAN, STD  # noqa: E402
 from .io import atomic_savefig  # noqa: E402
 
-MEAN = np.array([0.485, 0.456, 0.406])
-STD = np.array([0.229, 0.224, 0.225])
 
 
 def plot_curves(history: dict, path, title: str = "") -> None:
@@ -37,7 +36,7 @@ def plot_curves(history: dict, path, title: str = "") -> None:
 
 def denormalize(image: np.ndarray) -> np.ndarray:
     """CHW normalised float image -> HWC float in [0, 1] for display."""
-    return np.clip(image.transpose(1, 2, 0) * STD + MEAN, 0, 1)
+    return np.clip(image.transpose(1, 2, 0) * np.array(STD) + np.array(MEAN), 0, 1)
 
 
 def plot_predictions(images: np.ndarray, predicted, truth, class_names, path, cols: int = 6) -> None:

@@ -270,8 +270,8 @@ class Trainer:
         best.set_state_dict(paddle.load(str(self.out / "best_model.pdparams")))
         best.eval()
         if tc["throughput_batches"]:
-            h["throughput"]["model_only_ips"] = model_throughput(best, self.config["data"]["batch_size"],
-                                                                 tc["throughput_batches"])
+            h["throughput"]["model_only_ips"] = model_throughput(
+                {"best": best}, self.config["data"]["batch_size"], tc["throughput_batches"])["best"]
         # the notebook's figure: the test set through the loader, loading included; every epoch measured it
         h["throughput"]["end_to_end_ips"] = float(np.median(h["epoch"]["val_ips"]))
         h["finished"] = True
