@@ -51,8 +51,12 @@ def test_two_processes_equal_one_process_on_the_same_global_batches(tmp_path):
     single = paddle.load(str(tmp_path / "single" / "final_model.pdparams"))
     parallel = paddle.load(str(dp / "final_model.pdparams"))
     assert single.keys() == parallel.keys()
-    # Tolerance: one Adam step moves a weight by up to lr = 5e-4, and Adam's normalisation magnifies the
-    # rounding of gradients summed in another order; 1e-4 (a fifth of one step) allows that rounding
-    # and fails if the processes had not averaged their gradients (updates would differ by ~lr).
-    worst = max(float(np.abs(single[k].numpy() - parallel[k].numpy()).max()) for k in single)
-    assert worst <= 1e-4, f"weights differ by up to {worst:.3g}"
+    # One Adam step moves a weight by up to lr = 5e-4 whatever the size of its gradient, so a weight
+    # whose gradient is rounding noise (a sum that cancels) can move by +-lr in one run and -+lr in the
+    # other: the gradients are summed in another order. A handful of the 7.5 million do (29 here).
+    # Averaged processes leave all but those within float rounding: 99.9% of the weights within 1e-5
+    # (1.6e-6 measured) and fewer than 1 in 10,000 beyond 1e-4. Without averaging, the updates of
+    # most weights would differ by ~lr.
+    diffs = np.concatenate([np.abs(single[k].numpy() - parallel[k].numpy()).ravel() for k in single])
+    assert np.quantile(diffs, 0.999) <= 1e-5, f"99.9% quantile of weight differences {np.quantile(diffs, 0.999):.3g}"
+    assert (diffs > 1e-4).mean() < 1e-4, f"{(diffs > 1e-4).sum()} of {diffs.size} weights differ by more than 1e-4"
