@@ -338,4 +338,4 @@ def test_kernel_cache_is_per_user_and_overridable(monkeypatch, tmp_path):
     assert simam_kernel.cache_dir().parent == tmp_path / "xdg" / "simam_paddle"
     monkeypatch.setenv("SIMAM_PADDLE_CACHE_DIR", str(tmp_path))
     assert simam_kernel.cache_dir().parent == tmp_path
-    assert simam_kernel.SOURCE.is_file()
+    assert all(path.is_file() for path in simam_kernel.SOURCES + simam_kernel.HEADERS)

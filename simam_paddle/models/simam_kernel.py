@@ -33,7 +33,10 @@ import paddle
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "simam_op.cc"
+CSRC = Path(__file__).resolve().parent / "csrc"
+# The operators (compiled into one library) and the header they share.
+SOURCES = (CSRC / "simam_op.cc", CSRC / "simam_relu_pool_op.cc")
+HEADERS = (CSRC / "simam_channel.h",)
 OP_MODULE_NAME = "simam_paddle_op"
 # -O3 for the vectorised loops; OpenMP splits the channels across threads (OMP_NUM_THREADS).
 CXX_FLAGS = ["-O3", "-fopenmp"]
@@ -61,7 +64,7 @@ def cache_dir() -> Path:
         root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "simam_paddle"
     signature = "\n".join(
         [
-            hashlib.sha256(SOURCE.read_bytes()).hexdigest(),
+            *(hashlib.sha256(path.read_bytes()).hexdigest() for path in SOURCES + HEADERS),
             " ".join(CXX_FLAGS + LD_FLAGS),
             paddle.__version__,
             sys.version,
@@ -101,15 +104,16 @@ def _build_and_load() -> ModuleType:
             with contextlib.redirect_stdout(output):
                 module = load(
                     name=OP_MODULE_NAME,
-                    sources=[str(SOURCE)],
+                    sources=[str(path) for path in SOURCES],
                     extra_cxx_cflags=list(CXX_FLAGS),
                     extra_ldflags=list(LD_FLAGS),
                     build_directory=str(directory),
                 )
         except BaseException as exc:  # SystemExit from a failed setup.py build included
             raise RuntimeError(f"{type(exc).__name__}: {exc}\n{output.getvalue()}") from exc
-    if not hasattr(module, "simam_fused"):
-        raise RuntimeError(f"the built library in {directory} has no simam_fused operator")
+    missing = [op for op in ("simam_fused", "simam_relu_maxpool") if not hasattr(module, op)]
+    if missing:
+        raise RuntimeError(f"the built library in {directory} lacks the operators {', '.join(missing)}")
     return module
 
 
@@ -142,6 +146,11 @@ def prepare() -> bool:
     return _state.module is not None
 
 
+def num_threads() -> int:
+    """Threads the kernel runs on (``$SIMAM_PADDLE_NUM_THREADS``, read by :func:`prepare`; default 1)."""
+    return _state.num_threads
+
+
 def load_error() -> str | None:
     """Why the kernel could not be built or loaded, or None (also before :func:`prepare` ran)."""
     return _state.error
@@ -152,3 +161,14 @@ def simam_fused(x: paddle.Tensor, e_lambda: float) -> paddle.Tensor:
     if _state.module is None and not prepare():
         raise RuntimeError(f"the SimAM CPU kernel is unavailable: {_state.error}")
     return _state.module.simam_fused(x, float(e_lambda), _state.num_threads)[0]
+
+
+def simam_relu_maxpool(x: paddle.Tensor, e_lambda: float, pool_size: int = 0, pool_stride: int = 1) -> paddle.Tensor:
+    """max_pool(relu(simam(x))) with a pool_size x pool_size window (no padding, floor mode), or
+    relu(simam(x)) for pool_size 0, as one kernel call on a CPU float32/float64 tensor (after prepare()).
+
+    A training step keeps only x and two numbers per channel: see ``csrc/simam_relu_pool_op.cc``.
+    """
+    if _state.module is None and not prepare():
+        raise RuntimeError(f"the SimAM CPU kernel is unavailable: {_state.error}")
+    return _state.module.simam_relu_maxpool(x, float(e_lambda), int(pool_size), int(pool_stride), _state.num_threads)[0]
