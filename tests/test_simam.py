@@ -7,6 +7,8 @@ hand-written backward ("paddle") and the plain Paddle operations ("plain"); see 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -339,3 +341,59 @@ def test_kernel_cache_is_per_user_and_overridable(monkeypatch, tmp_path):
     monkeypatch.setenv("SIMAM_PADDLE_CACHE_DIR", str(tmp_path))
     assert simam_kernel.cache_dir().parent == tmp_path
     assert all(path.is_file() for path in simam_kernel.SOURCES + simam_kernel.HEADERS)
+
+
+THREADED_SCRIPT = """
+import sys
+import numpy as np
+import paddle
+from simam_paddle.models import simam_kernel
+assert simam_kernel.prepare() and simam_kernel.num_threads() == 2, simam_kernel.num_threads()
+x = paddle.to_tensor(np.load(sys.argv[1]), stop_gradient=False)
+g = paddle.to_tensor(np.load(sys.argv[2]))
+outputs = {}
+for name, op in (("simam", lambda t: simam_kernel.simam_fused(t, 1e-5)),
+                 ("block", lambda t: simam_kernel.simam_relu_maxpool(t, 1e-5, 0, 1))):
+    y = op(x)
+    outputs[name + "_y"] = y.numpy()
+    outputs[name + "_dx"] = paddle.grad(y, x, g)[0].numpy()
+np.savez(sys.argv[3], **outputs)
+"""
+
+
+def test_two_threads_give_the_same_bits_as_one(kernel_available, tmp_path):
+    """Channels are independent, so splitting them over threads (in chunks) changes no value."""
+    if not kernel_available:
+        pytest.skip(f"SimAM kernel unavailable on this machine: {simam_kernel.load_error()}")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal([64, 96, 7, 7]).astype("float32")  # 301,056 values: above the threading minimum
+    g = rng.standard_normal(x.shape).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "g.npy", g)
+    env = {**os.environ, "SIMAM_PADDLE_NUM_THREADS": "2"}
+    subprocess.run([sys.executable, "-c", THREADED_SCRIPT, str(tmp_path / "x.npy"), str(tmp_path / "g.npy"),
+                    str(tmp_path / "out.npz")], check=True, env=env, timeout=300)
+    threaded = np.load(tmp_path / "out.npz")
+    assert simam_kernel.num_threads() == 1
+    xt = paddle.to_tensor(x, stop_gradient=False)
+    for name, op in (("simam", lambda t: simam_kernel.simam_fused(t, 1e-5)),
+                     ("block", lambda t: simam_kernel.simam_relu_maxpool(t, 1e-5, 0, 1))):
+        y = op(xt)
+        np.testing.assert_array_equal(threaded[name + "_y"], y.numpy(), err_msg=name)
+        np.testing.assert_array_equal(threaded[name + "_dx"], paddle.grad(y, xt, paddle.to_tensor(g))[0].numpy(),
+                                      err_msg=name)
+
+
+def test_kernel_threads_follow_paddle_unless_told(monkeypatch):
+    monkeypatch.delenv("SIMAM_PADDLE_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert simam_kernel._threads_from_env() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "4,2")  # nested levels: the outer one
+    assert simam_kernel._threads_from_env() == 4
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert simam_kernel._threads_from_env() == 1
+    monkeypatch.setenv("SIMAM_PADDLE_NUM_THREADS", "2")
+    assert simam_kernel._threads_from_env() == 2
+    monkeypatch.setenv("SIMAM_PADDLE_NUM_THREADS", "two")
+    with pytest.raises(ValueError, match="SIMAM_PADDLE_NUM_THREADS must be a positive integer, got 'two'"):
+        simam_kernel._threads_from_env()

@@ -23,6 +23,10 @@ Three implementations of this one formula, equal to float rounding (tests/test_s
   (``paddle.jit.to_static``, ``paddle.jit.save``) always use it, whatever the backend asked for,
   because paddle2onnx converts it (it aborts on PyLayer and on custom operators).
 
+A SimAM followed by a ReLU (and a max-pool) in a Sequential run by ``fusion.run_sequential``, as
+AlexNet-SimAM runs its features, becomes one kernel call that keeps only x for the backward pass
+(see ``fusion.py``).
+
 ``backend="auto"`` (the default) takes ``$SIMAM_PADDLE_BACKEND`` when set, else the kernel where it
 builds and the tensor is a CPU float32/float64 one, else ``"paddle"``. The kernel and PyLayer paths
 give first-order gradients only; ``"plain"`` supports higher orders.

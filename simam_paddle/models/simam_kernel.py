@@ -6,9 +6,10 @@ channels) compiled with ``paddle.utils.cpp_extension.load``. The first build on 
 ``~/.cache/simam_paddle`` (``$XDG_CACHE_HOME`` is honoured), under a name that changes with the
 source, the flags, Paddle and Python; later processes load it in about a second.
 
-The kernel runs on one thread unless ``$SIMAM_PADDLE_NUM_THREADS`` asks for more (read once, at
-load): Paddle's own CPU operators run on one thread by default, and on a shared machine OpenMP
-threads waiting at a barrier for a descheduled sibling lose more than they gain.
+Threads: the kernel uses as many as Paddle's own CPU operators, ``$OMP_NUM_THREADS`` (which Paddle
+sets to 1 when it is imported, unless you set it), or ``$SIMAM_PADDLE_NUM_THREADS`` when that is
+set; both are read once, by :func:`prepare`. Channels are handed out to the threads in chunks, so a
+thread that a busy machine deschedules holds up one chunk, not half the tensor.
 
 The kernel is an optimisation, never a requirement: when the compiler is missing or the build
 fails, :func:`prepare` returns False, logs one warning, and SimAM uses its pure-Paddle path.
@@ -118,7 +119,11 @@ def _build_and_load() -> ModuleType:
 
 
 def _threads_from_env() -> int:
-    value = os.environ.get("SIMAM_PADDLE_NUM_THREADS", "1")
+    """$SIMAM_PADDLE_NUM_THREADS, else the first number of $OMP_NUM_THREADS, else 1."""
+    value = os.environ.get("SIMAM_PADDLE_NUM_THREADS")
+    if value is None:
+        first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+        return int(first) if first.isdigit() and int(first) > 0 else 1
     try:
         threads = int(value)
     except ValueError:
@@ -147,7 +152,7 @@ def prepare() -> bool:
 
 
 def num_threads() -> int:
-    """Threads the kernel runs on (``$SIMAM_PADDLE_NUM_THREADS``, read by :func:`prepare`; default 1)."""
+    """Threads the kernel runs on (see the module docstring; known once :func:`prepare` ran)."""
     return _state.num_threads
 
 

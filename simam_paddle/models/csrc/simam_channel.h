@@ -17,9 +17,6 @@
 #include <limits>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #ifdef __linux__
 #include <sys/mman.h>
 #endif
@@ -189,24 +186,44 @@ inline __attribute__((always_inline)) void channel_backward(const T* xc, const T
 // Scratch values channel_backward needs.
 inline size_t backward_scratch_size(const ChannelSize& size) { return 4 * static_cast<size_t>(size.spilled); }
 
-// Threads: as many as the caller asks for (1 unless SIMAM_PADDLE_NUM_THREADS says otherwise, see
-// simam_kernel.py): on a shared machine, OpenMP threads that wait at a barrier for a descheduled
-// sibling cost far more than they save. Small tensors stay on one thread anyway.
-constexpr int64_t kParallelMinElements = 32768;
+// The forward takes channels in blocks of kChannelBlock: first the statistics of the block, then
+// its element-wise loops. The statistics are a chain of dependent additions ending in a division;
+// channel after channel, each element-wise loop would wait for its own chain, while the chains of
+// a block are independent and overlap in the CPU (about 8% faster on 7x7 maps, where a channel is
+// 49 values; the same in the backward, for its sums, measured no faster).
+constexpr int64_t kChannelBlock = 16;
 
-// Runs body(begin, end) on one contiguous range of channels per thread.
+// mean, k and finite-ness of channels [c0, c1), c1 - c0 <= kChannelBlock.
+template <typename T>
+inline __attribute__((always_inline)) void block_stats(const T* x, int64_t c0, int64_t c1, const ChannelSize& size,
+                                                       double lambda, T* mean, T* k, bool* finite) {
+  for (int64_t c = c0; c < c1; ++c) {
+    const auto stats = channel_stats(x + c * size.N, size, lambda);
+    mean[c] = stats.mu;
+    k[c] = stats.k;
+    finite[c - c0] = stats.finite;
+  }
+}
+
+// Threads: as many as the caller asks for (see simam_kernel.py); small tensors stay on one thread.
+// The channels go out in chunks of about kChunkValues values, one chunk at a time to whichever
+// thread is free: on a shared machine a descheduled thread then holds up one chunk, where an even
+// split would leave its sibling waiting for the whole of its half.
+constexpr int64_t kParallelMinElements = 32768;
+constexpr int64_t kChunkValues = 16384;
+
+// Runs body(begin, end) over consecutive ranges of channels that together cover [0, channels).
 template <typename Body>
 void split_channels(int64_t channels, int64_t N, int num_threads, const Body& body) {
   const int team = channels * N >= kParallelMinElements ? std::max(num_threads, 1) : 1;
-#pragma omp parallel num_threads(team) if (team > 1)
-  {
-#ifdef _OPENMP
-    const int64_t parts = omp_get_num_threads(), part = omp_get_thread_num();
-#else
-    const int64_t parts = 1, part = 0;
-#endif
-    body(channels * part / parts, channels * (part + 1) / parts);
+  if (team == 1) {
+    body(0, channels);
+    return;
   }
+  const int64_t chunk = std::max<int64_t>(1, kChunkValues / N);
+  const int64_t chunks = (channels + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(team) schedule(dynamic, 1)
+  for (int64_t i = 0; i < chunks; ++i) body(i * chunk, std::min(channels, (i + 1) * chunk));
 }
 
 // A fresh output buffer costs a page fault per 4 KiB on first write: for a [128, 48, 32, 32]

@@ -10,21 +10,23 @@ namespace {
 
 using simam::ChannelSize;
 
-// Channels [begin, end): statistics of each, then its output while it is still in cache.
+// Channels [begin, end), a block at a time: the statistics, then the outputs.
 template <typename T>
 inline __attribute__((always_inline)) void forward_range_impl(const T* x, T* y, T* mean, T* k, int64_t begin,
                                                               int64_t end, const ChannelSize& size,
                                                               double lambda) {
   const int64_t N = size.N;
-  for (int64_t c = begin; c < end; ++c) {
-    const auto stats = simam::channel_stats(x + c * N, size, lambda);
-    mean[c] = stats.mu;
-    k[c] = stats.k;
-    if (!stats.finite) {
-      std::fill(y + c * N, y + (c + 1) * N, stats.mu);  // NaN
-      continue;
+  bool finite[simam::kChannelBlock];
+  for (int64_t c0 = begin; c0 < end; c0 += simam::kChannelBlock) {
+    const int64_t c1 = std::min(end, c0 + simam::kChannelBlock);
+    simam::block_stats(x, c0, c1, size, lambda, mean, k, finite);
+    for (int64_t c = c0; c < c1; ++c) {
+      if (!finite[c - c0]) {
+        std::fill(y + c * N, y + (c + 1) * N, mean[c]);  // NaN
+        continue;
+      }
+      simam::channel_forward(x + c * N, y + c * N, mean[c], k[c], size.spill_fits(c, end) ? size.spilled : N);
     }
-    simam::channel_forward(x + c * N, y + c * N, stats.mu, stats.k, size.spill_fits(c, end) ? size.spilled : N);
   }
 }
 
