@@ -7,9 +7,13 @@ Three measurements, each printed beside the formula-as-written baseline:
    and for each backend of ``simam_paddle.simam`` ("kernel", "paddle", "plain"). The unit is one
    element-wise pass: the time of ``x * 2.0`` on the same tensor (allocation of its output
    included, as for every candidate). Forward+backward is ``paddle.grad(f(x), x, g)``.
-2. Models: AlexNet-SimAM / AlexNet throughput, inference (eval, no_grad) and a training step
-   (forward, label-smoothing loss, backward, Adam step, clear_grad), batch 128 of 128x128 inputs.
-3. Memory: peak of Paddle's host allocator ("Allocated", everything Paddle allocates: parameters,
+2. Blocks: what follows each convolution, AlexNet's ReLU (and max-pool) beside AlexNet-SimAM's
+   SimAM, ReLU (and max-pool) run as one fused kernel call ("fused", what the model runs) and as
+   three operators ("kernel + layers"), in ms, forward and forward+backward.
+3. Models: AlexNet-SimAM / AlexNet throughput, inference (eval, no_grad) and a training step
+   (forward, label-smoothing loss, backward, Adam step, clear_grad), batch 128 of 128x128 inputs;
+   "kernel" is the model as built (fused blocks), "kernel-unfused" the same with ``fuse=False``.
+4. Memory: peak of Paddle's host allocator ("Allocated", everything Paddle allocates: parameters,
    gradients, Adam moments, activations, workspaces) during one training step after two warm-up
    steps, each model in a fresh subprocess; the peak resident set size (VmHWM, reset before the
    step through /proc/self/clear_refs) is printed beside it as a cross-check.
@@ -19,7 +23,9 @@ every round) and the median over the rounds after warm-up is reported, so that t
 shared machine falls on all of them alike.
 
     python scripts/benchmark_simam.py                 # everything (about 5 minutes on 2 cores)
-    python scripts/benchmark_simam.py --skip-models   # layers and memory only
+    python scripts/benchmark_simam.py --skip-models   # layers, blocks and memory only
+
+The kernel runs on ``SIMAM_PADDLE_NUM_THREADS`` threads (default 1, like Paddle's own operators).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simam_paddle import LabelSmoothingCrossEntropy, build_model, simam  # noqa: E402
 from simam_paddle.models import simam_kernel  # noqa: E402
+from simam_paddle.models.alexnet import _CONVS  # noqa: E402
 from simam_paddle.timing import interleaved_medians  # noqa: E402
 
 LAYER_SHAPES = {  # AlexNet-SimAM at batch 128, 128x128 input (see RECIPE.md)
@@ -98,6 +105,50 @@ def bench_layers(args, backends: list[str]) -> dict:
     return results
 
 
+def block_candidates(shape: list[int], pooled: bool) -> dict:
+    """AlexNet's block after a convolution beside AlexNet-SimAM's, fused and as three operators."""
+    x = paddle.randn(shape)
+    xg = x.detach()
+    xg.stop_gradient = False
+    pool_size, pool_stride = (3, 2) if pooled else (0, 1)
+
+    def layers(t, attention: bool):
+        t = F.relu(simam(t, E_LAMBDA, backend="kernel") if attention else t)
+        return F.max_pool2d(t, pool_size, pool_stride) if pooled else t
+
+    funcs = {
+        "AlexNet": lambda t: layers(t, False),
+        "fused": lambda t: simam_kernel.simam_relu_maxpool(t, E_LAMBDA, pool_size, pool_stride),
+        "kernel + layers": lambda t: layers(t, True),
+    }
+    g = paddle.randn(funcs["AlexNet"](x).shape)
+    candidates = {}
+    for name, f in funcs.items():
+        candidates[f"{name} fwd"] = lambda f=f: f(x)
+        candidates[f"{name} fwd+bwd"] = lambda f=f: paddle.grad(f(xg), xg, g)
+    return candidates
+
+
+def bench_blocks(args) -> dict:
+    names = ("AlexNet", "fused", "kernel + layers")
+    print(f"\n## Blocks after each convolution, ms, median of {args.rounds}: AlexNet's ReLU (+ max-pool) beside")
+    print("## AlexNet-SimAM's SimAM, ReLU (+ max-pool) as one fused call and as three operators")
+    print(f"{'layer':6} {'block':16}" + "".join(f" {n + ' fwd':>20} {n + ' f+b':>20}" for n in names))
+    results = {}
+    for (layer, shape), conv in zip(LAYER_SHAPES.items(), _CONVS):
+        pooled = conv[-1]
+        med = interleaved_medians(block_candidates(shape, pooled), args.rounds, args.warmup)
+        row = {"pool": pooled}
+        line = f"{layer:6} {'ReLU + max-pool' if pooled else 'ReLU':16}"
+        for name in names:
+            fwd, fb = med[f"{name} fwd"] * 1e3, med[f"{name} fwd+bwd"] * 1e3
+            row[name] = {"fwd ms": fwd, "fwd+bwd ms": fb}
+            line += f" {fwd:20.2f} {fb:20.2f}"
+        print(line, flush=True)
+        results[layer] = row
+    return results
+
+
 def training_step(model, opt, loss_fn, x, y):
     def step():
         loss = loss_fn(model(x), y)
@@ -118,15 +169,21 @@ def inference(model, x):
 
 def build(name: str, backend: str | None):
     kwargs = {"e_lambda": E_LAMBDA} if name == "alexnet_simam" else {}
-    if backend is not None:
+    if backend == "kernel-unfused":
+        kwargs.update(backend="kernel", fuse=False)
+    elif backend is not None:
         kwargs["backend"] = backend
     paddle.seed(0)
     return build_model(name, **kwargs)
 
 
 def model_variants(backends: list[str]) -> dict[str, tuple[str, str | None]]:
+    """name -> (model, backend); the kernel also as ``fuse=False`` ("kernel-unfused")."""
     variants = {"alexnet": ("alexnet", None)}
-    variants.update({f"simam-{b}": ("alexnet_simam", b) for b in backends})
+    for b in backends:
+        variants[f"simam-{b}"] = ("alexnet_simam", b)
+        if b == "kernel":
+            variants["simam-kernel-unfused"] = ("alexnet_simam", "kernel-unfused")
     return variants
 
 
@@ -228,6 +285,7 @@ def main() -> None:
     parser.add_argument("--model-warmup", type=int, default=2)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--skip-layers", action="store_true")
+    parser.add_argument("--skip-blocks", action="store_true")
     parser.add_argument("--skip-models", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
@@ -242,7 +300,8 @@ def main() -> None:
     print(
         f"# SimAM benchmark: Paddle {paddle.__version__}, Python {platform.python_version()},"
         f" {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs,"
-        f" OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, load average {os.getloadavg()[0]:.2f}"
+        f" OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, kernel threads {simam_kernel.num_threads()},"
+        f" load average {os.getloadavg()[0]:.2f}"
     )
     if "kernel" not in backends:
         print(f"(kernel unavailable: {simam_kernel.load_error()})")
@@ -250,10 +309,14 @@ def main() -> None:
     results = {}
     if not args.skip_layers:
         results["layers"] = bench_layers(args, backends)
+    if not args.skip_blocks and "kernel" in backends:
+        results["blocks"] = bench_blocks(args)
     if not args.skip_models:
         results["models"] = bench_models(args, backends)
     if not args.skip_memory:
         results["memory"] = bench_memory(args, backends)
+    results["load average after"] = os.getloadavg()[0]
+    print(f"\nload average after: {results['load average after']:.2f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
