@@ -25,7 +25,8 @@ shared machine falls on all of them alike.
     python scripts/benchmark_simam.py                 # everything (about 5 minutes on 2 cores)
     python scripts/benchmark_simam.py --skip-models   # layers, blocks and memory only
 
-The kernel runs on ``SIMAM_PADDLE_NUM_THREADS`` threads (default 1, like Paddle's own operators).
+Threads: Paddle's operators follow ``OMP_NUM_THREADS`` (Paddle sets 1 unless told), the SimAM kernel
+``SIMAM_PADDLE_NUM_THREADS`` (default: the available cores); the first line printed says which.
 """
 
 from __future__ import annotations

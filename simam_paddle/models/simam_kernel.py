@@ -6,10 +6,13 @@ channels) compiled with ``paddle.utils.cpp_extension.load``. The first build on 
 ``~/.cache/simam_paddle`` (``$XDG_CACHE_HOME`` is honoured), under a name that changes with the
 source, the flags, Paddle and Python; later processes load it in about a second.
 
-Threads: the kernel uses as many as Paddle's own CPU operators, ``$OMP_NUM_THREADS`` (which Paddle
-sets to 1 when it is imported, unless you set it), or ``$SIMAM_PADDLE_NUM_THREADS`` when that is
-set; both are read once, by :func:`prepare`. Channels are handed out to the threads in chunks, so a
-thread that a busy machine deschedules holds up one chunk, not half the tensor.
+Threads: ``$SIMAM_PADDLE_NUM_THREADS`` when set; otherwise the CPU cores this process may run on,
+shared out among the processes of a distributed launch on this machine (``$PADDLE_LOCAL_SIZE``),
+read once by :func:`prepare`. Paddle runs its own CPU operators on one thread unless
+``OMP_NUM_THREADS`` says otherwise, so in a single-process job the other cores sit idle beside them;
+SimAM's kernel uses them (on 7x7 maps one thread is arithmetic-bound: see BENCHMARKS.md). The
+channels are handed out in chunks, so a thread that a busy machine deschedules holds up one chunk,
+not half the tensor; the result is the same, to the bit, for any number of threads.
 
 The kernel is an optimisation, never a requirement: when the compiler is missing or the build
 fails, :func:`prepare` returns False, logs one warning, and SimAM uses its pure-Paddle path.
@@ -118,12 +121,28 @@ def _build_and_load() -> ModuleType:
     return module
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """The available cores shared out among the local processes of a distributed launch; at least 1."""
+    try:
+        local_processes = max(int(os.environ.get("PADDLE_LOCAL_SIZE", "1")), 1)
+    except ValueError:
+        local_processes = 1
+    return max(available_cores() // local_processes, 1)
+
+
 def _threads_from_env() -> int:
-    """$SIMAM_PADDLE_NUM_THREADS, else the first number of $OMP_NUM_THREADS, else 1."""
+    """$SIMAM_PADDLE_NUM_THREADS, else :func:`default_threads`."""
     value = os.environ.get("SIMAM_PADDLE_NUM_THREADS")
     if value is None:
-        first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-        return int(first) if first.isdigit() and int(first) > 0 else 1
+        return default_threads()
     try:
         threads = int(value)
     except ValueError:
