@@ -1,10 +1,13 @@
 """The fused CPU kernel of SimAM: build on first use, cache per user, load, call.
 
-``csrc/simam_op.cc`` is a Paddle custom operator (forward and backward, OpenMP over the B*C
-channels) compiled with ``paddle.utils.cpp_extension.load``. The first build on a machine takes
-10-30 s and goes to a per-user cache directory, ``$SIMAM_PADDLE_CACHE_DIR`` or
-``~/.cache/simam_paddle`` (``$XDG_CACHE_HOME`` is honoured), under a name that changes with the
-source, the flags, Paddle and Python; later processes load it in about a second.
+Two Paddle custom operators (forward and backward each, OpenMP over the B*C channels), compiled
+into one library with ``paddle.utils.cpp_extension.load``: ``simam_fused`` (``csrc/simam_op.cc``),
+SimAM itself, and ``simam_relu_maxpool`` (``csrc/simam_relu_pool_op.cc``), SimAM, ReLU and an
+optional max-pool as one call (see ``fusion.py``); ``csrc/simam_channel.h`` holds the per-channel
+arithmetic both share. The first build on a machine takes 10-30 s and goes to a per-user cache
+directory, ``$SIMAM_PADDLE_CACHE_DIR`` or ``~/.cache/simam_paddle`` (``$XDG_CACHE_HOME`` is
+honoured), under a name that changes with the sources, the flags, Paddle and Python; later
+processes load it in about a second.
 
 Threads: ``$SIMAM_PADDLE_NUM_THREADS`` when set; otherwise the CPU cores this process may run on,
 shared out among the processes of a distributed launch on this machine (``$PADDLE_LOCAL_SIZE``),
