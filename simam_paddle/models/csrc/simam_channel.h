@@ -33,12 +33,12 @@
 
 namespace simam {
 
-
 // exp(-e) for e >= 0 (here e >= 0.5). In float: e is clamped to 87 (exp(-87) ~ 1.6e-38, still
 // normal; 1 + exp(-e) rounds to 1 long before), then -e = m*ln2 + r with |r| <= ln2/2 and a
 // degree-5 polynomial for exp(r), fitted for least maximal relative error (7.5e-8, 2e-7 with
-// float's rounding: below what float32 SimAM needs by a factor of 50). The clamp is done on the bit pattern (positive floats order like their bits) and
-// every step is branch-free, so that the loops calling it vectorise on every instruction set.
+// float's rounding: below what float32 SimAM needs by a factor of 50). The clamp is done on the
+// bit pattern (positive floats order like their bits) and every step is branch-free, so that the
+// loops calling it vectorise on every instruction set.
 inline float exp_minus(float e) {
   int32_t e_bits;
   std::memcpy(&e_bits, &e, sizeof(e_bits));
@@ -134,7 +134,10 @@ inline __attribute__((always_inline)) ChannelStats<T> channel_stats(const T* xc,
     s1 += d;
     s2 += d * d;
   }
-  if (!std::isfinite(s1) || !std::isfinite(s2)) return {std::numeric_limits<T>::quiet_NaN(), std::numeric_limits<T>::quiet_NaN(), false};
+  if (!std::isfinite(s1) || !std::isfinite(s2)) {
+    const T nan = std::numeric_limits<T>::quiet_NaN();
+    return {nan, nan, false};
+  }
   const double ss = std::max(s2 - s1 * s1 * size.inv_N, 0.0);
   return {static_cast<T>(x0 + s1 * size.inv_N), static_cast<T>(0.25 / (ss * size.inv_n + lambda)), true};
 }
