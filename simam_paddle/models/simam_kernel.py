@@ -11,7 +11,7 @@ processes load it in about a second.
 
 Threads: ``$SIMAM_PADDLE_NUM_THREADS`` when set; otherwise the CPU cores this process may run on,
 shared out among the processes of a distributed launch on this machine (``$PADDLE_LOCAL_SIZE``),
-read once by :func:`prepare`. Paddle runs its own CPU operators on one thread unless
+at most 8; read once by :func:`prepare`. Paddle runs its own CPU operators on one thread unless
 ``OMP_NUM_THREADS`` says otherwise, so in a single-process job the other cores sit idle beside them;
 SimAM's kernel uses them (on 7x7 maps one thread is arithmetic-bound: see BENCHMARKS.md). The
 channels are handed out in chunks, so a thread that a busy machine deschedules holds up one chunk,
@@ -132,13 +132,19 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+# A SimAM tensor is a few MB; past a handful of threads it is bound by memory bandwidth and by the
+# cost of waking the threads, while idle OpenMP threads spin for a while after each call, in the way
+# of data-loader workers. So the default stops at 8.
+MAX_DEFAULT_THREADS = 8
+
+
 def default_threads() -> int:
-    """The available cores shared out among the local processes of a distributed launch; at least 1."""
+    """The available cores shared out among the local processes of a distributed launch, 1 to 8."""
     try:
         local_processes = max(int(os.environ.get("PADDLE_LOCAL_SIZE", "1")), 1)
     except ValueError:
         local_processes = 1
-    return max(available_cores() // local_processes, 1)
+    return min(max(available_cores() // local_processes, 1), MAX_DEFAULT_THREADS)
 
 
 def _threads_from_env() -> int:
