@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simam_paddle import LabelSmoothingCrossEntropy, build_model, simam  # noqa: E402
 from simam_paddle.models import simam_kernel  # noqa: E402
-from simam_paddle.models.alexnet import _CONVS  # noqa: E402
+from simam_paddle.models.alexnet import CONVS  # noqa: E402
 from simam_paddle.timing import interleaved_medians  # noqa: E402
 
 LAYER_SHAPES = {  # AlexNet-SimAM at batch 128, 128x128 input (see RECIPE.md)
@@ -136,7 +136,7 @@ def bench_blocks(args) -> dict:
     print("## AlexNet-SimAM's SimAM, ReLU (+ max-pool) as one fused call and as three operators")
     print(f"{'layer':6} {'block':16}" + "".join(f" {n + ' fwd':>20} {n + ' f+b':>20}" for n in names))
     results = {}
-    for (layer, shape), conv in zip(LAYER_SHAPES.items(), _CONVS):
+    for (layer, shape), conv in zip(LAYER_SHAPES.items(), CONVS):
         pooled = conv[-1]
         med = interleaved_medians(block_candidates(shape, pooled), args.rounds, args.warmup)
         row = {"pool": pooled}

@@ -17,7 +17,7 @@ from .fusion import run_sequential
 
 INPUT_SIZE = 128
 # (in_channels, out_channels, kernel, stride, padding, max-pool after the ReLU)
-_CONVS = (
+CONVS = (
     (3, 48, 11, 4, 5, True),
     (48, 128, 5, 1, 2, True),
     (128, 192, 3, 1, 1, False),
@@ -43,7 +43,7 @@ class AlexNet(nn.Layer):
         super().__init__()
         self.fuse = fuse
         layers = []
-        for cin, cout, k, stride, pad, pool in _CONVS:
+        for cin, cout, k, stride, pad, pool in CONVS:
             layers.append(nn.Conv2D(cin, cout, kernel_size=k, stride=stride, padding=pad))
             # An Identity stands in for "no attention" so that both models share parameter names
             # (features.0, .4, .8, .11, .14: the notebook's AlexNet_SimAM names) and checkpoints.
@@ -52,7 +52,7 @@ class AlexNet(nn.Layer):
             if pool:
                 layers.append(nn.MaxPool2D(kernel_size=3, stride=2))
         self.features = nn.Sequential(*layers)
-        feature_dim = _CONVS[-1][1] * 3 * 3
+        feature_dim = CONVS[-1][1] * 3 * 3
         self.classifier = nn.Sequential(
             nn.Linear(feature_dim, 2048),
             nn.ReLU(),
