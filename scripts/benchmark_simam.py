@@ -1,6 +1,6 @@
-"""Benchmark SimAM: per-layer cost in element-wise passes, whole-model throughput, peak memory.
+"""Benchmark SimAM: per-layer cost in element-wise passes, per-block cost, model throughput, memory.
 
-Three measurements, each printed beside the formula-as-written baseline:
+Four measurements (the first prints the formula-as-written baseline beside the fast paths):
 
 1. Layers: SimAM at the five shapes AlexNet-SimAM produces at batch 128 (after conv1..conv5),
    forward and forward+backward, for the notebook's formula written out in Paddle ("formula"),
@@ -22,7 +22,7 @@ All candidates of a measurement run interleaved in one process (round-robin, the
 every round) and the median over the rounds after warm-up is reported, so that the load of a
 shared machine falls on all of them alike.
 
-    python scripts/benchmark_simam.py                 # everything (about 5 minutes on 2 cores)
+    python scripts/benchmark_simam.py                 # everything (about 9 minutes on 2 cores)
     python scripts/benchmark_simam.py --skip-models   # layers, blocks and memory only
 
 Threads: Paddle's operators follow ``OMP_NUM_THREADS`` (Paddle sets 1 unless told), the SimAM kernel

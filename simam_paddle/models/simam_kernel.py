@@ -45,7 +45,7 @@ CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = (CSRC / "simam_op.cc", CSRC / "simam_relu_pool_op.cc")
 HEADERS = (CSRC / "simam_channel.h",)
 OP_MODULE_NAME = "simam_paddle_op"
-# -O3 for the vectorised loops; OpenMP splits the channels across threads (OMP_NUM_THREADS).
+# -O3 for the vectorised loops; OpenMP splits the channels across threads (see num_threads).
 CXX_FLAGS = ["-O3", "-fopenmp"]
 LD_FLAGS = ["-fopenmp"]
 
@@ -189,11 +189,16 @@ def load_error() -> str | None:
     return _state.error
 
 
-def simam_fused(x: paddle.Tensor, e_lambda: float) -> paddle.Tensor:
-    """SimAM of a CPU float32/float64 [B, C, H, W] tensor with the fused kernel (after prepare())."""
+def _loaded() -> ModuleType:
+    """The operators' module, built or loaded now if need be; raises when the kernel is unavailable."""
     if _state.module is None and not prepare():
         raise RuntimeError(f"the SimAM CPU kernel is unavailable: {_state.error}")
-    return _state.module.simam_fused(x, float(e_lambda), _state.num_threads)[0]
+    return _state.module
+
+
+def simam_fused(x: paddle.Tensor, e_lambda: float) -> paddle.Tensor:
+    """SimAM of a CPU float32/float64 [B, C, H, W] tensor with the fused kernel (after prepare())."""
+    return _loaded().simam_fused(x, float(e_lambda), _state.num_threads)[0]
 
 
 def simam_relu_maxpool(x: paddle.Tensor, e_lambda: float, pool_size: int = 0, pool_stride: int = 1) -> paddle.Tensor:
@@ -202,6 +207,4 @@ def simam_relu_maxpool(x: paddle.Tensor, e_lambda: float, pool_size: int = 0, po
 
     A training step keeps only x and two numbers per channel: see ``csrc/simam_relu_pool_op.cc``.
     """
-    if _state.module is None and not prepare():
-        raise RuntimeError(f"the SimAM CPU kernel is unavailable: {_state.error}")
-    return _state.module.simam_relu_maxpool(x, float(e_lambda), int(pool_size), int(pool_stride), _state.num_threads)[0]
+    return _loaded().simam_relu_maxpool(x, float(e_lambda), int(pool_size), int(pool_stride), _state.num_threads)[0]

@@ -250,6 +250,14 @@ inline void check_cpu_4d(const paddle::Tensor& x, const char* op) {
   PD_CHECK(x.shape().size() == 4, op, ": expected a 4-D [B, C, H, W] tensor");
 }
 
+// t itself when its values lie in order in memory, else a contiguous copy.
+inline paddle::Tensor contiguous(const paddle::Tensor& t) { return t.is_contiguous() ? t : t.contiguous(); }
+
+// The per-channel statistics of x [B, C, H, W] (mean or k): a [B, C] tensor of x's dtype.
+inline paddle::Tensor new_stats(const paddle::Tensor& x) {
+  return paddle::empty({x.shape()[0], x.shape()[1]}, x.dtype(), x.place());
+}
+
 // A new CPU tensor of `shape` for an output that the kernel writes in full.
 inline paddle::Tensor new_output(const std::vector<int64_t>& shape, const paddle::Tensor& like) {
   auto out = paddle::empty(shape, like.dtype(), like.place());

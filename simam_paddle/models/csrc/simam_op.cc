@@ -64,13 +64,13 @@ SIMAM_MULTIVERSION void backward_range(const double* x, const double* mean, cons
 
 std::vector<paddle::Tensor> SimamForward(const paddle::Tensor& x_in, double e_lambda, int num_threads) {
   simam::check_cpu_4d(x_in, "simam_fused");
-  const paddle::Tensor x = x_in.is_contiguous() ? x_in : x_in.contiguous();
+  const paddle::Tensor x = simam::contiguous(x_in);
   const auto shape = x.shape();
   const int64_t channels = shape[0] * shape[1];
   const ChannelSize size(shape[2] * shape[3]);
   auto y = simam::new_output(shape, x);
-  auto mean = paddle::empty({shape[0], shape[1]}, x.dtype(), x.place());
-  auto k = paddle::empty({shape[0], shape[1]}, x.dtype(), x.place());
+  auto mean = simam::new_stats(x);
+  auto k = simam::new_stats(x);
   if (channels > 0 && size.N > 0) {
     PD_DISPATCH_FLOATING_TYPES(x.type(), "simam_fused", ([&] {
                                  const data_t* xd = x.data<data_t>();
@@ -86,8 +86,8 @@ std::vector<paddle::Tensor> SimamForward(const paddle::Tensor& x_in, double e_la
 std::vector<paddle::Tensor> SimamBackward(const paddle::Tensor& x_in, const paddle::Tensor& mean,
                                           const paddle::Tensor& k, const paddle::Tensor& grad_in, int num_threads) {
   simam::check_cpu_4d(x_in, "simam_fused_grad");
-  const paddle::Tensor x = x_in.is_contiguous() ? x_in : x_in.contiguous();
-  const paddle::Tensor grad = grad_in.is_contiguous() ? grad_in : grad_in.contiguous();
+  const paddle::Tensor x = simam::contiguous(x_in);
+  const paddle::Tensor grad = simam::contiguous(grad_in);
   const auto shape = x.shape();
   const int64_t channels = shape[0] * shape[1];
   const ChannelSize size(shape[2] * shape[3]);

@@ -146,14 +146,14 @@ std::vector<int64_t> output_shape(const std::vector<int64_t>& shape, const PoolG
 std::vector<paddle::Tensor> SimamReluPoolForward(const paddle::Tensor& x_in, double e_lambda, int pool_size,
                                                  int pool_stride, int num_threads) {
   simam::check_cpu_4d(x_in, "simam_relu_maxpool");
-  const paddle::Tensor x = x_in.is_contiguous() ? x_in : x_in.contiguous();
+  const paddle::Tensor x = simam::contiguous(x_in);
   const auto shape = x.shape();
   const PoolGeometry geo = pool_geometry(shape, pool_size, pool_stride);
   const int64_t channels = shape[0] * shape[1];
   const ChannelSize size(shape[2] * shape[3]);
   auto out = simam::new_output(output_shape(shape, geo), x);
-  auto mean = paddle::empty({shape[0], shape[1]}, x.dtype(), x.place());
-  auto k = paddle::empty({shape[0], shape[1]}, x.dtype(), x.place());
+  auto mean = simam::new_stats(x);
+  auto k = simam::new_stats(x);
   if (channels > 0 && size.N > 0) {
     PD_DISPATCH_FLOATING_TYPES(x.type(), "simam_relu_maxpool", ([&] {
                                  const data_t* xd = x.data<data_t>();
@@ -171,8 +171,8 @@ std::vector<paddle::Tensor> SimamReluPoolBackward(const paddle::Tensor& x_in, co
                                                   const paddle::Tensor& k, const paddle::Tensor& grad_in,
                                                   int pool_size, int pool_stride, int num_threads) {
   simam::check_cpu_4d(x_in, "simam_relu_maxpool_grad");
-  const paddle::Tensor x = x_in.is_contiguous() ? x_in : x_in.contiguous();
-  const paddle::Tensor grad = grad_in.is_contiguous() ? grad_in : grad_in.contiguous();
+  const paddle::Tensor x = simam::contiguous(x_in);
+  const paddle::Tensor grad = simam::contiguous(grad_in);
   const auto shape = x.shape();
   const PoolGeometry geo = pool_geometry(shape, pool_size, pool_stride);
   const int64_t channels = shape[0] * shape[1];
