@@ -1,7 +1,7 @@
 """Images per second that the train loader delivers at 128x128, batch 128: recipe vs fast, 0 and 2 workers.
 
 Timing starts after two warm-up batches (worker start-up and the first batch excluded) and covers
-iterating the real loader from ``build_loaders`` until the epoch ends, as the training loop does; the
+iterating the real loader from ``build_loader`` until the epoch ends, as the training loop does; the
 images come from the shared JPEG copy (decoded into memory before timing). Images per second depend on
 what else the machine runs, so each row also gives the CPU time spent per image over the same span (this
 process with all its threads, and the loader's worker processes), which depends much less on it. Two
@@ -28,7 +28,8 @@ import cv2
 import numpy as np
 import paddle
 
-from simam_paddle.data import DATA_DEFAULTS, build_loaders, set_loader_epoch
+from simam_paddle.config import load_config
+from simam_paddle.data import build_loader, set_loader_epoch
 from simam_paddle.data.loaders import CifarDataset, EpochBatchSampler, make_loader
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,17 +117,18 @@ def main() -> None:
     rows = []
     for pipeline in ("recipe", "fast"):
         batches = max(args.batches // 4, 4) if pipeline == "recipe" else args.batches
-        cfg = {**DATA_DEFAULTS, "root": str(args.root), "train_transforms": pipeline, "batch_size": BATCH,
-               "limit_train": (batches + WARMUP) * BATCH, "limit_val": 10}
+        settings = [f"data.root={args.root}", f"data.train_transforms={pipeline}", f"data.batch_size={BATCH}",
+                    f"data.limit_train={(batches + WARMUP) * BATCH}"]
         direct = []
         for r in range(args.repeats):
-            train, _ = build_loaders({**cfg, "num_workers": 0}, seed=r)
+            train = build_loader(load_config(None, settings + ["data.num_workers=0", f"train.seed={r}"]), "train")
             direct.append(time_direct(train.dataset.dataset, batches))
         rows.append((pipeline, "no loader, 1 process", *summary(direct)))
         for workers in args.workers:
             runs = []
             for r in range(args.repeats):
-                train, _ = build_loaders({**cfg, "num_workers": workers}, seed=r)
+                train = build_loader(load_config(None, settings + [f"data.num_workers={workers}", f"train.seed={r}"]),
+                                     "train")
                 runs.append(time_loader(train, epoch=r))
             rows.append((pipeline, f"loader, {workers} workers", *summary(runs)))
     for workers in args.workers:

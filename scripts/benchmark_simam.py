@@ -48,11 +48,11 @@ import paddle.nn.functional as F  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simam_paddle import LabelSmoothingCrossEntropy, build_model, simam  # noqa: E402
-from simam_paddle.models import simam_kernel  # noqa: E402
+from simam_paddle.layers import simam_kernel  # noqa: E402
 from simam_paddle.models.alexnet import CONVS  # noqa: E402
 from simam_paddle.timing import interleaved_medians  # noqa: E402
 
-LAYER_SHAPES = {  # AlexNet-SimAM at batch 128, 128x128 input (see RECIPE.md)
+LAYER_SHAPES = {  # AlexNet-SimAM at batch 128, 128x128 input (see docs/recipe.md)
     "conv1": [128, 48, 32, 32],
     "conv2": [128, 128, 15, 15],
     "conv3": [128, 192, 7, 7],

@@ -1,8 +1,32 @@
 """simam_paddle: the SimAM attention module for PaddlePaddle, and the AlexNet vs AlexNet-SimAM
-experiment on CIFAR-10 (see README.md)."""
+experiment on CIFAR-10 built on it (see README.md).
 
-from .losses import LabelSmoothingCrossEntropy
-from .models import SimAM, add_simam, build_model, create_attn, get_attn, simam
+``simam_paddle.layers`` is the library (SimAM, its kernel, fusion, insertion, the attention factory);
+``simam_paddle.models`` the experiment's models by name; the rest is the experiment: config, data,
+losses, training, the run directory and the tools around a run.
+
+The names below are imported on first use, so that ``import simam_paddle`` (and a tool started
+with ``python -m simam_paddle.<tool>``) loads Paddle only when it is needed.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["SimAM", "simam", "add_simam", "build_model", "get_attn", "create_attn", "LabelSmoothingCrossEntropy", "__version__"]
+
+_LAZY = {
+    "SimAM": "layers", "simam": "layers", "add_simam": "layers", "get_attn": "layers", "create_attn": "layers",
+    "build_model": "models", "list_models": "models", "LabelSmoothingCrossEntropy": "losses",
+}
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'simam_paddle' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,8 +1,8 @@
 """Compare finished runs: the notebook's table over several seeds, with honest statistics.
 
-``python scripts/compare.py RUN_DIR [RUN_DIR ...] --out results`` groups runs by model and writes
-``results.md``, ``results.json``, ``curves.png`` (validation accuracy and loss, mean and band over
-seeds) and each model's prediction grid into ``--out``.
+``python -m simam_paddle.compare RUN_DIR [RUN_DIR ...] --output results`` groups runs by model and
+writes ``results.md``, ``results.json``, ``curves.png`` (validation accuracy and loss, mean and band
+over seeds) and each model's prediction grid into ``--output``.
 
 - Accuracies: mean +- sample std over seeds. The difference to the baseline is paired by seed when
   both models ran the same seeds (same seed = same initial weights, data order and augmentation, so
@@ -16,7 +16,10 @@ seeds) and each model's prediction grid into ``--out``.
 
 from __future__ import annotations
 
-import argparse
+from . import cli  # first: it quiets Paddle's start-up notices before Paddle loads
+
+# isort: split
+
 import json
 import math
 import sys
@@ -25,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from .config import ConfigError, recipe_key
-from .io import atomic_savefig, atomic_write_json, atomic_write_text
 from .evaluate import model_throughput
-from .runs import load_run_model, run_config
+from .io import atomic_savefig, atomic_write_json, atomic_write_text
+from .run_dir import load_run_model, read_config, read_history
 from .stats import diff_ci, mean, mean_ci, std
 
 BASELINE = "alexnet"
@@ -36,11 +39,11 @@ FULL_EPOCHS, FULL_TRAIN, FULL_TEST = 50, 50_000, 10_000
 
 
 def load_run(run_dir: Path) -> dict:
-    config = run_config(run_dir)
-    path = run_dir / "history.json"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} has no history.json: it has not completed an epoch")
-    return {"dir": str(run_dir), "config": config, "history": json.loads(path.read_text())}
+    config = read_config(run_dir)
+    history = read_history(run_dir)
+    if history is None:
+        raise ConfigError(f"{run_dir} has no history: it has not completed an epoch")
+    return {"dir": str(run_dir), "config": config, "history": history}
 
 
 def _describe_difference(a: dict, b: dict) -> str:
@@ -176,17 +179,16 @@ def plot_prediction_grid(model, run: dict, path: Path) -> str | None:
     """``model`` (the run's best) on 18 evenly spaced test images; returns why not when it cannot be drawn."""
     import paddle
 
-    from .data import CLASS_NAMES, build_loaders, sample_images
+    from .data import CLASS_NAMES, build_loader, evenly_spaced_images
     from .plots import plot_predictions
 
     config = run["config"]
-    # only the test split is used: keep the training subset to one batch so that loading is quick
-    data = {**config["data"], "limit_train": config["data"]["batch_size"], "num_workers": 0, "download": False}
+    config = {**config, "data": {**config["data"], "num_workers": 0, "download": False}}
     try:
-        _, val_loader = build_loaders(data, seed=config["train"]["seed"])
+        val_loader = build_loader(config, "val")
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         return str(exc)
-    images, truth = sample_images(val_loader, 18)
+    images, truth = evenly_spaced_images(val_loader, 18)
     with paddle.no_grad():
         predicted = model(paddle.to_tensor(images)).argmax(axis=1).tolist()
     plot_predictions(images, predicted, truth, CLASS_NAMES, path)
@@ -245,17 +247,20 @@ def compare(run_dirs: list[Path], out: Path, measure_throughput: bool = True, re
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/compare.py", description=__doc__.split("\n")[0])
-    parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories written by simam_paddle.train")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (default results/)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed repeats for the model-only throughput")
-    parser.add_argument("--no-throughput", action="store_true", help="skip the model-only throughput measurement")
-    args = parser.parse_args(argv)
-    try:
-        result = compare(args.run_dirs, args.out, not args.no_throughput, args.repeats)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(result["markdown"])
-    print(f"written: {args.out}/results.md, results.json, curves.png")
-    return 0
+    p = cli.parser("compare", __doc__.split("\n")[0])
+    p.add_argument("run_dirs", nargs="+", type=Path, help="run directories written by simam_paddle.train")
+    p.add_argument("--output", type=Path, default=Path("results"), help="output folder (default results/)")
+    p.add_argument("--repeats", type=int, default=10, help="timed repeats for the model-only throughput")
+    p.add_argument("--no-throughput", action="store_true", help="skip the model-only throughput measurement")
+    args = p.parse_args(argv)
+
+    def work() -> None:
+        result = compare(args.run_dirs, args.output, not args.no_throughput, args.repeats)
+        print(result["markdown"])
+        print(f"written: {args.output}/results.md, results.json, curves.png")
+
+    return cli.run(work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

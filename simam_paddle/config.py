@@ -8,17 +8,14 @@ value is an error naming the key and what was expected, raised before any work s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
-from .models import model_names
-
-
-class ConfigError(ValueError):
-    """A config file, key or value that cannot be used; the message names it and the fix."""
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -27,11 +24,17 @@ class Key:
     kind: str  # "int", "float", "bool", "str", optionally suffixed with "?" for "or null"
     doc: str
     check: Callable[[Any], bool] | None = None
-    expect: str = ""  # human-readable range for the check
+    expect: str | Callable[[], str] = ""  # human-readable range for the check (a callable: computed when needed)
 
     @property
     def nullable(self) -> bool:
         return self.kind.endswith("?")
+
+
+def _model_names() -> list[str]:
+    from .models import list_models  # imported when a name is checked: the config and data need no models
+
+    return list_models()
 
 
 def _positive(v):
@@ -48,7 +51,7 @@ def _choice(*options):
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
-        "name": Key("alexnet_simam", "str", "model to train: alexnet | alexnet_simam (any name build_model knows)", lambda v: v in model_names(), "a name build_model knows: " + ", ".join(model_names())),
+        "name": Key("alexnet_simam", "str", "model to train: alexnet | alexnet_simam (any name of simam_paddle.list_models())", lambda v: v in _model_names(), lambda: "a name build_model knows: " + ", ".join(_model_names())),
         "num_classes": Key(10, "int", "number of output classes", _positive, "> 0"),
         "e_lambda": Key(1e-4, "float", "SimAM lambda (1e-4 official default; the notebook used 1e-5)", _positive, "> 0"),
         "dropout": Key(0.5, "float", "dropout of AlexNet's classifier (0 = off); other models have none", lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -129,7 +132,8 @@ def _coerce(where: str, key: Key, value: Any) -> Any:
         null = " or null" if key.nullable else ""
         raise ConfigError(f"{where}: expected {kind}{null}, got {value!r} ({type(value).__name__})")
     if key.check is not None and not key.check(value):
-        raise ConfigError(f"{where}: expected {key.expect}, got {value!r}")
+        expect = key.expect() if callable(key.expect) else key.expect
+        raise ConfigError(f"{where}: expected {expect}, got {value!r}")
     return value
 
 
@@ -167,7 +171,7 @@ def parse_override(text: str) -> dict:
 def read_yaml(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found; the experiments' configs are in configs/ (e.g. configs/alexnet_simam.yaml)")
+        raise ConfigError(f"config file {path} not found; the shipped configs are in configs/ (e.g. configs/alexnet_simam.yaml)")
     try:
         return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

@@ -8,7 +8,10 @@ Two throughputs, because they answer different questions:
 
 from __future__ import annotations
 
-import argparse
+from . import cli  # first: it quiets Paddle's start-up notices before Paddle loads
+
+# isort: split
+
 import sys
 import time
 
@@ -54,32 +57,30 @@ def model_throughput(models: dict[str, paddle.nn.Layer], batch_size: int = 128, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import ConfigError, apply_overrides
-    from .data import build_loaders
-    from .runs import load_run_model
+    from .config import apply_overrides
+    from .data import build_loader
+    from .run_dir import load_run_model
 
-    parser = argparse.ArgumentParser(prog="python -m simam_paddle.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("run_dir", help="a run directory written by simam_paddle.train")
-    parser.add_argument("--weights", choices=("best", "final"), default="best", help="which saved weights (default best)")
-    parser.add_argument("--batches", type=int, default=10, help="timed batches for the model-only throughput")
-    parser.add_argument("-o", "--override", action="append", default=[], metavar="data.key=value",
-                        help="override a data setting of the run, e.g. data.root=PATH or data.limit_val=1000")
-    args = parser.parse_args(argv)
-    try:
+    p = cli.parser("evaluate", __doc__.split("\n")[0])
+    p.add_argument("run_dir", help="a run directory written by simam_paddle.train")
+    cli.add_weights(p)
+    p.add_argument("--batches", type=int, default=10, help="timed batches for the model-only throughput")
+    cli.add_overrides(p, "a data setting of the run (data.root=PATH, data.limit_val=1000, ...)")
+    args = p.parse_args(argv)
+
+    def work() -> None:
         model, config = load_run_model(args.run_dir, args.weights)
         apply_overrides(config, args.override)
-        _, val_loader = build_loaders(config["data"], seed=config["train"]["seed"])
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    result = evaluate(model, val_loader, config["loss"]["smoothing"])
-    model_ips = model_throughput({"model": model}, config["data"]["batch_size"], args.batches)["model"]
-    print(f"{config['model']['name']} ({args.weights} weights) on {result['images']} test images")
-    print(f"  val loss {result['loss']:.4f}  val acc {result['acc']:.4f}")
-    print(f"  throughput: model-only {model_ips:.1f} img/s (batch {config['data']['batch_size']}, ready tensors, "
-          f"median of {args.batches} after warm-up); end-to-end {result['ips']:.1f} img/s "
-          f"(through the loader, {config['data']['num_workers']} workers)")
-    return 0
+        val_loader = build_loader(config, "val")
+        result = evaluate(model, val_loader, config["loss"]["smoothing"])
+        model_ips = model_throughput({"model": model}, config["data"]["batch_size"], args.batches)["model"]
+        print(f"{config['model']['name']} ({args.weights} weights) on {result['images']} test images")
+        print(f"  val loss {result['loss']:.4f}  val acc {result['acc']:.4f}")
+        print(f"  throughput: model-only {model_ips:.1f} img/s (batch {config['data']['batch_size']}, ready tensors, "
+              f"median of {args.batches} after warm-up); end-to-end {result['ips']:.1f} img/s "
+              f"(through the loader, {config['data']['num_workers']} workers)")
+
+    return cli.run(work)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Export a trained run for deployment, Paddle Inference or ONNX, checked against the run's own model.
 
     python -m simam_paddle.export RUN_DIR --format paddle|onnx [--weights best|final] [--output DIR] [--overwrite]
+                                  [--num-images 16] [--tolerance 1e-4]
 
 Writes (default ``RUN_DIR/export/<format>/``):
 
@@ -17,29 +18,34 @@ and through the export (paddle.inference, or onnxruntime), as one batch and as a
 largest absolute difference of the logits must be <= 1e-4 (``--tolerance``). The result is printed
 and stored in export.json. The bound is absolute, made for trained models, whose logits stay small: a
 model with logits in the hundreds (an untrained ResNet-50) differs from itself in float64 by more than
-that through float32 rounding alone, and needs a looser ``--tolerance``. A failed export or check leaves nothing behind and exits non-zero; an existing export is
-replaced only with ``--overwrite``.
+that through float32 rounding alone, and needs a looser ``--tolerance``. A failed export or check
+leaves nothing behind and exits non-zero; an existing export is replaced only with ``--overwrite``,
+and stays in place until the new one is complete.
 """
 
 from __future__ import annotations
 
-import argparse
+from . import cli  # first: it quiets Paddle's start-up notices before Paddle loads
+
+# isort: split
+
 import json
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import paddle
 
 from .config import ConfigError
+from .data import class_names, sample_images
 from .data.transforms import MEAN, SIZE, STD
-from .io import atomic_write_json
-from .runs import WEIGHTS, load_run_model
-from .samples import class_names, sample_images
+from .errors import ExportError
+from .io import atomic_write_json, remove_temp_files
+from .run_dir import EXPORT, WEIGHTS, load_run_model
 
 FORMATS = ("paddle", "onnx")
 TOLERANCE = 1e-4  # largest allowed |logit difference| between the export and the dynamic-graph model
@@ -54,16 +60,12 @@ PREPROCESSING = (
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
-class ExportError(RuntimeError):
-    """An export that cannot be made or does not match its model; the message says why."""
-
-
 def _require_onnx():
     try:
         import onnxruntime
         import paddle2onnx
     except ImportError as exc:
-        raise ExportError(
+        raise ConfigError(
             f"ONNX export needs paddle2onnx and onnxruntime ({exc.name} is not installed): pip install 'simam-paddle[export]'"
         ) from None
     return paddle2onnx, onnxruntime
@@ -86,7 +88,7 @@ def _program_file(folder: Path) -> Path:
     for name in ("model.json", "model.pdmodel"):
         if (folder / name).is_file():
             return folder / name
-    raise ExportError(f"{folder} holds no exported Paddle program (model.json or model.pdmodel)")
+    raise FileNotFoundError(f"{folder} holds no exported Paddle program (model.json or model.pdmodel)")
 
 
 def write_paddle(model: paddle.nn.Layer, folder: Path) -> None:
@@ -144,7 +146,7 @@ def load_exported(path: str | Path) -> tuple[Runner, dict]:
         raise FileNotFoundError(f"{path} is not an export of simam_paddle.export: {meta_path} is missing")
     meta = json.loads(meta_path.read_text())
     if meta.get("format") not in RUNNERS:
-        raise ExportError(f"{meta_path}: unknown format {meta.get('format')!r}; expected one of {', '.join(FORMATS)}")
+        raise ConfigError(f"{meta_path}: unknown format {meta.get('format')!r}; expected one of {', '.join(FORMATS)}")
     return RUNNERS[meta["format"]](folder), meta
 
 
@@ -163,11 +165,16 @@ def check_export(run: Runner, batch: np.ndarray, reference: np.ndarray, toleranc
     }
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+def _put_in_place(staging: Path, output: Path) -> None:
+    """Move the complete export ``staging`` to ``output``; an old export there stays until the new one
+    is in place (renamed aside, then removed), so a crash leaves one of the two, plus a temp folder."""
+    if not output.exists():
+        os.replace(staging, output)
+        return
+    old = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.old.", suffix=".tmp"))
+    os.replace(output, old / output.name)
+    os.replace(staging, output)
+    shutil.rmtree(old)
 
 
 def export(
@@ -176,27 +183,29 @@ def export(
     weights: str = "best",
     output: str | Path | None = None,
     overwrite: bool = False,
-    images: int = 16,
+    num_images: int = 16,
     tolerance: float = TOLERANCE,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Export a run's model in ``fmt`` (paddle | onnx), check it, and return what export.json holds."""
     if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if not tolerance >= 0:
-        raise ExportError(f"the tolerance must be >= 0, got {tolerance}")
+        raise ConfigError(f"the tolerance must be >= 0, got {tolerance}")
     if fmt == "onnx":
         _require_onnx()  # before any work
-    output = Path(output) if output is not None else Path(run_dir) / "export" / fmt
+    output = Path(output) if output is not None else Path(run_dir) / EXPORT / fmt
     if output.exists() and not overwrite and not (output.is_dir() and not any(output.iterdir())):
-        raise ExportError(f"{output} already exists; pass --overwrite to replace it, or choose another --output")
+        raise ConfigError(f"{output} already exists; pass --overwrite to replace it, or choose another --output")
     model, config = load_run_model(run_dir, weights)
-    samples = sample_images(config, images)
+    samples = sample_images(config, num_images)
     batch = samples.batch()
     with paddle.no_grad():
         reference = model(paddle.to_tensor(batch)).numpy()
 
+    created = [p for p in (output.parent, *output.parent.parents) if not p.exists()]  # removed again on failure
     output.parent.mkdir(parents=True, exist_ok=True)
+    remove_temp_files(output.parent, output.name)
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
     staging.chmod(0o755)  # mkdtemp's 0700 would make the export private to this user
     try:
@@ -239,35 +248,32 @@ def export(
             meta["opset"] = ONNX_OPSET
             meta["versions"].update(paddle2onnx=paddle2onnx.__version__, onnxruntime=onnxruntime.__version__)
         atomic_write_json(staging / META_FILE, meta)
-        if output.exists():
-            _remove(output)
-        os.replace(staging, output)
+        _put_in_place(staging, output)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+        if not output.exists():
+            for folder in created:  # innermost first: the folders this export made, if left empty
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
     log(f"wrote {fmt} export of {Path(run_dir) / WEIGHTS[weights]} to {output}/ ({', '.join(meta['files'])})")
     return meta
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m simam_paddle.export",
-        description="Export a trained run for Paddle Inference or ONNX, checked against the run's model on test images.",
-    )
-    parser.add_argument("run_dir", help="run directory (config.yaml + best_model.pdparams / final_model.pdparams)")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="paddle: paddle.jit.save for paddle.inference; onnx: via paddle2onnx")
-    parser.add_argument("--weights", default="best", choices=sorted(WEIGHTS), help="which weights of the run (default: best)")
-    parser.add_argument("--output", default=None, help="folder to write (default: RUN_DIR/export/<format>)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing export at --output")
-    parser.add_argument("--images", type=int, default=16, help="test images for the check (default: 16)")
-    parser.add_argument("--tolerance", type=float, default=TOLERANCE, help=f"largest allowed |logit difference| (default: {TOLERANCE:g})")
-    args = parser.parse_args(argv)
-    try:
-        export(args.run_dir, args.format, args.weights, args.output, args.overwrite, args.images, args.tolerance)
-    except (ExportError, ConfigError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    p = cli.parser("export", "Export a trained run for Paddle Inference or ONNX, checked against the run's model on test images.")
+    p.add_argument("run_dir", help="run directory (config.yaml + best_model.pdparams / final_model.pdparams)")
+    p.add_argument("--format", required=True, choices=FORMATS,
+                   help="paddle: paddle.jit.save for paddle.inference; onnx: via paddle2onnx")
+    cli.add_weights(p)
+    p.add_argument("--output", default=None, help="folder to write (default: RUN_DIR/export/<format>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export at --output")
+    p.add_argument("--num-images", type=int, default=16, help="test images for the check (default: 16)")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE,
+                   help=f"largest allowed |logit difference| (default: {TOLERANCE:g})")
+    args = p.parse_args(argv)
+    return cli.run(lambda: export(args.run_dir, args.format, args.weights, args.output, args.overwrite,
+                                  args.num_images, args.tolerance) and None)
 
 
 if __name__ == "__main__":

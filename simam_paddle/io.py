@@ -1,16 +1,19 @@
 """Atomic file writes: a temporary file in the same folder, flushed to disk, then renamed.
 
 A process killed at any moment (SIGKILL included) leaves either the old file or the new one, never
-a half-written file.
+a half-written file; what it may leave is the temporary file ``.<name>.<random>.tmp`` beside the
+target, which ``remove_temp_files`` clears (every tool that writes into a folder calls it first).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import paddle
 
@@ -19,6 +22,19 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def remove_temp_files(folder: str | Path, name: str = "*") -> list[Path]:
+    """Remove the temporary files and folders ``.<name>.*.tmp`` that a killed writer left in ``folder``
+    (of every target, or of the one ``name``); return them."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(f".{name}.*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
 
 
 def _atomic(path: str | Path, write: Callable[[str], None]) -> None:

@@ -10,6 +10,7 @@ The two agree when q is one-hot. Soft targets are what batch Mixup produces.
 
 from __future__ import annotations
 
+import numpy as np
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
@@ -59,3 +60,10 @@ class LabelSmoothingCrossEntropy(nn.Layer):
 
     def extra_repr(self) -> str:
         return f"smoothing={self.smoothing:g}"
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities of logits [N, K] in NumPy (the tools' predictions), stable for large logits."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

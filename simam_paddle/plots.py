@@ -12,7 +12,6 @@ from .data.transforms import MEAN, STD  # noqa: E402
 from .io import atomic_savefig  # noqa: E402
 
 
-
 def plot_curves(history: dict, path, title: str = "") -> None:
     """Loss (training every N iterations, validation per epoch) and accuracy (train and validation)."""
     it, ep = history["iter_loss"], history["epoch"]

@@ -10,19 +10,21 @@ an image stops the run before any model is loaded, with an error naming it and a
 
 from __future__ import annotations
 
-import argparse
+from . import cli  # first: it quiets Paddle's start-up notices before Paddle loads
+
+# isort: split
+
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import paddle
 
-from .config import ConfigError
-from .data import load_image
-from .export import META_FILE, ExportError, load_exported
-from .runs import WEIGHTS, load_run_model
-from .samples import class_names, preprocess
+from .data import class_names, load_image, preprocess
+from .export import META_FILE, load_exported
+from .losses import softmax
+from .run_dir import is_run_dir, load_run_model
 
 BATCH_SIZE = 64
 
@@ -30,7 +32,7 @@ BATCH_SIZE = 64
 def load_classifier(path: str | Path, weights: str = "best") -> tuple[Callable[[np.ndarray], np.ndarray], list[str]]:
     """A function from a preprocessed batch to logits, and the class names, for a run or an export."""
     path = Path(path)
-    if (path / "config.yaml").is_file():
+    if is_run_dir(path):
         model, config = load_run_model(path, weights)
 
         def run(batch: np.ndarray) -> np.ndarray:
@@ -44,12 +46,6 @@ def load_classifier(path: str | Path, weights: str = "best") -> tuple[Callable[[
     raise FileNotFoundError(
         f"{path} is neither a run directory (no config.yaml) nor an export of simam_paddle.export (no {META_FILE})"
     )
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def predict(
@@ -70,22 +66,19 @@ def predict(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m simam_paddle.predict", description="Top-k classes of image files, from a run or an export."
-    )
-    parser.add_argument("model", help="run directory, or export folder of simam_paddle.export")
-    parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
-    parser.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
-    parser.add_argument("--weights", default="best", choices=sorted(WEIGHTS), help="weights of a run directory (default: best)")
-    args = parser.parse_args(argv)
-    try:
+    p = cli.parser("predict", "Top-k classes of image files, from a run or an export.")
+    p.add_argument("model", help="run directory, or export folder of simam_paddle.export")
+    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
+    cli.add_weights(p)
+    args = p.parse_args(argv)
+
+    def work() -> None:
         results = predict(args.model, args.images, args.top_k, args.weights)
-    except (ValueError, FileNotFoundError, ConfigError, ExportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for path, top in zip(args.images, results):
-        print(f"{path}: " + ", ".join(f"{name} {prob:.4f}" for name, prob in top))
-    return 0
+        for path, top in zip(args.images, results):
+            print(f"{path}: " + ", ".join(f"{name} {prob:.4f}" for name, prob in top))
+
+    return cli.run(work)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ beta function (continued fraction, Numerical Recipes 6.4) and its quantile by bi
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def mean(xs: Sequence[float]) -> float:

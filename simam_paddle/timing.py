@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def interleaved_medians(candidates: dict[str, Callable[[], object]], rounds: int, warmup: int) -> dict[str, float]:

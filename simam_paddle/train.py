@@ -1,16 +1,19 @@
 """Train a model of the experiment: ``python -m simam_paddle.train --config configs/alexnet_simam.yaml``.
 
-The recipe of the SimAM notebook (RECIPE.md): per iteration forward, label-smoothing loss, backward,
+The recipe of the SimAM notebook (docs/recipe.md): per iteration forward, label-smoothing loss, backward,
 Adam step and a cosine LR step over all iterations; per epoch the running train loss and accuracy,
 then loss and accuracy on the test set. The best and final weights, a resumable checkpoint of the last
 completed epoch, the history of every recorded figure, the log and the figures go into
-``train.output_dir``. Runs unchanged under ``python -m paddle.distributed.launch`` (one process per
-device, ``data.batch_size`` per process).
+``train.output_dir`` (the layout: ``simam_paddle.run_dir``). Runs unchanged under
+``python -m paddle.distributed.launch`` (one process per device, ``data.batch_size`` per process).
 """
 
 from __future__ import annotations
 
-import argparse
+from . import cli  # first: it quiets Paddle's start-up notices before Paddle loads
+
+# isort: split
+
 import datetime
 import math
 import os
@@ -24,22 +27,32 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from .checkpoint import CHECKPOINT, prepare_run_dir, resume_state, save_checkpoint
-from .config import ConfigError, describe, load_config, save_config
-from .data import CLASS_NAMES, Mixup, build_loaders, sample_images, set_loader_epoch
+from . import run_dir
+from .config import ConfigError, describe, load_config
+from .data import CLASS_NAMES, Mixup, build_loader, evenly_spaced_images, set_loader_epoch
 from .distributed import all_reduce_sum
+from .errors import TrainingDiverged
 from .evaluate import evaluate, model_throughput
 from .io import atomic_paddle_save, atomic_write_json
+from .layers import SimAM, simam_kernel
+from .layers.simam import resolve_backend
 from .losses import LabelSmoothingCrossEntropy
 from .plots import plot_curves, plot_predictions
-from .runs import build_run_model
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or Inf."""
+def simam_implementation(model: paddle.nn.Layer) -> dict:
+    """Which SimAM implementation the model's layers run here ("kernel", "paddle", "plain", or "none"
+    for a model without SimAM), the kernel's threads, and why the kernel is unavailable if it is."""
+    layers = [layer for layer in model.sublayers() if isinstance(layer, SimAM)]
+    if not layers:
+        return {"implementation": "none"}
+    probe = paddle.zeros([1, 1, 2, 2], dtype=next(iter(model.parameters())).dtype)
+    status = simam_kernel.status()
+    return {"implementation": resolve_backend(probe, layers[0].backend), "kernel_threads": status["threads"],
+            "kernel_error": status["error"]}
 
 
-def environment() -> dict:
+def environment(model: paddle.nn.Layer) -> dict:
     """What the run ran on, recorded with its results."""
     return {
         "python": platform.python_version(),
@@ -49,6 +62,7 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "world_size": dist.get_world_size(),
+        "simam": simam_implementation(model),
     }
 
 
@@ -95,7 +109,7 @@ def new_history(config: dict, model: paddle.nn.Layer, steps_per_epoch: int) -> d
         "model": config["model"]["name"],
         "params": int(sum(np.prod(p.shape) for p in model.parameters())),
         "steps_per_epoch": steps_per_epoch,
-        "environment": environment(),
+        "environment": environment(model),
         "iter_loss": {"iter": [], "loss": [], "lr": []},
         "epoch": {k: [] for k in ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
                                   "epoch_time", "train_ips", "val_ips")},
@@ -103,6 +117,15 @@ def new_history(config: dict, model: paddle.nn.Layer, steps_per_epoch: int) -> d
         "throughput": {},
         "finished": False,
     }
+
+
+def describe_simam(info: dict) -> str:
+    if info["implementation"] == "kernel":
+        return f"kernel (fused C++ CPU operator, {info['kernel_threads']} threads)"
+    if info["implementation"] == "none":
+        return "none (the model has no SimAM layer)"
+    why = f"; the kernel is unavailable: {info['kernel_error'].splitlines()[0]}" if info.get("kernel_error") else ""
+    return f"{info['implementation']} (Paddle operations{why})"
 
 
 def seconds(s: float) -> str:
@@ -113,24 +136,25 @@ class Trainer:
     """One run: built from a validated config, fitted with ``fit()``."""
 
     def __init__(self, config: dict):
+        # Everything that can be checked is checked before the run directory is touched.
         check_environment(config)
         self.config = config
         self.world, self.rank = dist.get_world_size(), dist.get_rank()
         if self.world > 1:
             dist.init_parallel_env()
         self.main = self.rank == 0
-        tc, dc = config["train"], config["data"]
+        tc = config["train"]
         self.out = Path(tc["output_dir"])
-        resuming = prepare_run_dir(self.out, config) if self.main else tc["resume"]
         self.seed = tc["seed"]
         paddle.seed(self.seed)
         np.random.seed(self.seed)
         random.seed(self.seed)
         try:
-            self.train_loader, self.val_loader = build_loaders(dc, seed=self.seed, distributed=self.world > 1)
+            self.train_loader = build_loader(config, "train", distributed=self.world > 1)
+            self.val_loader = build_loader(config, "val", distributed=self.world > 1)
         except ValueError as exc:  # bad data (not an image, not CIFAR-10, too few images): a config problem
             raise ConfigError(f"data: {exc}") from exc
-        self.model = build_run_model(config)
+        self.model = run_dir.build_run_model(config)
         self.steps = len(self.train_loader)
         self.scheduler = paddle.optimizer.lr.CosineAnnealingDecay(tc["lr"], T_max=self.steps * tc["epochs"])
         self.optimizer = paddle.optimizer.Adam(learning_rate=self.scheduler, parameters=self.model.parameters(),
@@ -138,22 +162,29 @@ class Trainer:
         self.criterion = LabelSmoothingCrossEntropy(config["loss"]["smoothing"])
         self.history = new_history(config, self.model, self.steps)
         self.start_epoch, self.best_acc = 0, -1.0
-        if resuming:
-            state = resume_state(self.out, config, self.model, self.optimizer)
+        if self.main:
+            self.start = run_dir.prepare(self.out, config)
+        else:
+            self.start = run_dir.run_state(self.out) if tc["resume"] else "new"
+        self.notes = []  # said once the log is open
+        if tc["resume"] and self.start == "new":
+            self.notes.append(f"--resume: {self.out} has no completed epoch to resume from; starting the run anew")
+        if self.start == "resumable":
+            state = run_dir.resume_state(self.out, config, self.model, self.optimizer)
             self.history, self.start_epoch, self.best_acc = state["history"], state["epoch"], state["best_acc"]
         if tc["amp"] == "O2":  # O2 keeps float16 weights with float32 master copies in the optimizer
             self.model, self.optimizer = paddle.amp.decorate(models=self.model, optimizers=self.optimizer, level="O2")
         self.net = paddle.DataParallel(self.model) if self.world > 1 else self.model
         self.scaler = paddle.amp.GradScaler() if tc["amp"] != "off" else None
         self.vdl = None
-        if self.main:
+        if self.main and self.start != "finished":
             self.out.mkdir(parents=True, exist_ok=True)
-            save_config(config, self.out / "config.yaml")
+            run_dir.save_run_config(config, self.out)
             if tc["visualdl"]:
                 from visualdl import LogWriter
 
-                self.vdl = LogWriter(logdir=str(self.out / "visualdl"))
-        self.log = RunLog(self.out / "train.log" if self.main else None)
+                self.vdl = LogWriter(logdir=str(self.out / run_dir.VISUALDL))
+        self.log = RunLog(self.out / run_dir.LOG if self.main and self.start != "finished" else None)
 
     # -- one epoch -------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict:
@@ -178,9 +209,11 @@ class Trainer:
                 loss = self.criterion(logits, targets)
             loss_value = float(loss)
             if not math.isfinite(loss_value):
+                saved = (f"The last good state is {self.out / run_dir.CHECKPOINT} (epoch {epoch})" if epoch else
+                         "No epoch was completed, so nothing was saved")
                 raise TrainingDiverged(
-                    f"loss became {loss_value} at epoch {epoch + 1}, iteration {it + 1}; stopping. The last good state "
-                    f"is {self.out / CHECKPOINT} (epoch {epoch}). Lower train.lr or check the data, then start again"
+                    f"loss became {loss_value} at epoch {epoch + 1}, iteration {it + 1}; stopping. {saved}. "
+                    "Lower train.lr or check the data, then start again"
                 )
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -226,10 +259,16 @@ class Trainer:
     def fit(self) -> dict:
         tc = self.config["train"]
         h = self.history
+        if self.start == "finished":
+            print(f"{self.out} holds a finished run ({tc['epochs']} epochs): nothing to resume", flush=True)
+            return h
+        for note in self.notes:
+            self.log(note)
         if self.start_epoch:
             self.log(f"resuming {self.out} after epoch {self.start_epoch}")
         self.log(f"{h['model']}: {h['params']:,} parameters, {self.steps} iterations per epoch, "
                  f"{tc['epochs']} epochs, output {self.out}")
+        self.log(f"SimAM implementation: {describe_simam(simam_implementation(self.model))}")
         for epoch in range(self.start_epoch, tc["epochs"]):
             lr = self.optimizer.get_lr()
             stats = self.train_epoch(epoch)
@@ -251,11 +290,12 @@ class Trainer:
                     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "train_ips"):
                         self.vdl.add_scalar(f"epoch/{key}", record[key], epoch + 1)
                 if improved:
-                    atomic_paddle_save(self.model.state_dict(), self.out / "best_model.pdparams")
-                    atomic_paddle_save(self.optimizer.state_dict(), self.out / "best_optimizer.pdopt")
-                save_checkpoint(self.out / CHECKPOINT, self.model, self.optimizer,
-                                {"epoch": epoch + 1, "best_acc": self.best_acc, "history": h, "config": self.config})
-                atomic_write_json(self.out / "history.json", h)
+                    atomic_paddle_save(self.model.state_dict(), self.out / run_dir.WEIGHTS["best"])
+                    atomic_paddle_save(self.optimizer.state_dict(), self.out / run_dir.OPTIMIZERS["best"])
+                run_dir.save_checkpoint(self.out, self.model, self.optimizer,
+                                        {"epoch": epoch + 1, "best_acc": self.best_acc, "history": h, "config": self.config})
+                run_dir.commit_replacement(self.out)
+                atomic_write_json(self.out / run_dir.HISTORY, h)
         self.finish()
         return h
 
@@ -264,23 +304,21 @@ class Trainer:
         if not self.main:
             return
         tc, h = self.config["train"], self.history
-        atomic_paddle_save(self.model.state_dict(), self.out / "final_model.pdparams")
-        atomic_paddle_save(self.optimizer.state_dict(), self.out / "final_optimizer.pdopt")
-        best = build_run_model(self.config)
-        best.set_state_dict(paddle.load(str(self.out / "best_model.pdparams")))
-        best.eval()
+        atomic_paddle_save(self.model.state_dict(), self.out / run_dir.WEIGHTS["final"])
+        atomic_paddle_save(self.optimizer.state_dict(), self.out / run_dir.OPTIMIZERS["final"])
+        best, _ = run_dir.load_run_model(self.out, "best")
         if tc["throughput_batches"]:
             h["throughput"]["model_only_ips"] = model_throughput(
                 {"best": best}, self.config["data"]["batch_size"], tc["throughput_batches"])["best"]
         # the notebook's figure: the test set through the loader, loading included; every epoch measured it
         h["throughput"]["end_to_end_ips"] = float(np.median(h["epoch"]["val_ips"]))
         h["finished"] = True
-        atomic_write_json(self.out / "history.json", h)
-        plot_curves(h, self.out / "curves.png", title=f"{h['model']}, seed {self.seed}")
-        images, truth = sample_images(self.val_loader, 18)
+        atomic_write_json(self.out / run_dir.HISTORY, h)
+        plot_curves(h, self.out / run_dir.CURVES, title=f"{h['model']}, seed {self.seed}")
+        images, truth = evenly_spaced_images(self.val_loader, 18)
         with paddle.no_grad():
             predicted = best(paddle.to_tensor(images)).argmax(axis=1).tolist()
-        plot_predictions(images, predicted, truth, CLASS_NAMES, self.out / "predictions.png")
+        plot_predictions(images, predicted, truth, CLASS_NAMES, self.out / run_dir.PREDICTIONS)
         tp = h["throughput"]
         self.log(f"done: best val acc {h['best']['val_acc']:.4f} (epoch {h['best']['epoch']}), final val acc "
                  f"{h['epoch']['val_acc'][-1]:.4f}; throughput model-only {tp.get('model_only_ips', float('nan')):.1f} "
@@ -291,40 +329,61 @@ class Trainer:
 
 
 def train(config: dict) -> dict:
-    """Train with a validated config (see ``simam_paddle.config``); return the history."""
-    return Trainer(config).fit()
+    """Train with a validated config (see ``simam_paddle.config``); return the history.
+
+    A run that replaced another (``train.overwrite``) and stops before its first checkpoint puts the
+    old run back.
+    """
+    trainer = Trainer(config)
+    try:
+        return trainer.fit()
+    except BaseException:
+        if trainer.main and run_dir.restore_replaced(trainer.out):
+            print(f"the run that --overwrite was replacing is back in {trainer.out}", file=sys.stderr)
+        raise
 
 
 def parse_args(argv: list[str] | None):
-    parser = argparse.ArgumentParser(prog="python -m simam_paddle.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", "-c", help="YAML config (configs/*.yaml); omitted: the defaults")
-    parser.add_argument("-o", "--override", action="append", default=[], metavar="section.key=value",
-                        help="override a config value, e.g. -o train.epochs=5 (repeatable)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in train.output_dir")
-    parser.add_argument("--overwrite", action="store_true", help="replace a run already in train.output_dir")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config, every key with its meaning, and exit")
-    return parser.parse_args(argv)
+    p = cli.parser("train", __doc__.split("\n")[0])
+    p.add_argument("--config", "-c", help="YAML config: a path, or the name of a shipped config (alexnet, "
+                   "alexnet_simam, alexnet_simam_mixup); omitted: the defaults, or the run's own with --resume RUN_DIR")
+    cli.add_overrides(p)
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                   help="continue the run in train.output_dir (or in RUN_DIR, with its own config) from its last "
+                        "completed epoch")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in train.output_dir")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config, every key with its meaning, and exit")
+    return p.parse_args(argv)
+
+
+def resolve_config(args) -> dict:
+    """The config of this invocation: file (or a resumed run's own), overrides, the one-off flags."""
+    overrides = list(args.override)
+    path = cli.find_config(args.config) if args.config else None
+    if isinstance(args.resume, str):
+        if path is None:
+            path = run_dir.read_config_path(args.resume)
+        overrides.append(f"train.output_dir={args.resume}")
+    flags = [f"train.{name}=true" for name in ("resume", "overwrite") if getattr(args, name)]
+    return load_config(path, overrides + flags)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    flags = [f"train.{name}=true" for name in ("resume", "overwrite") if getattr(args, name)]
-    try:
-        config = load_config(args.config, args.override + flags)
+
+    def work() -> int:
+        config = resolve_config(args)
         if args.print_config:
             print(describe(config), end="")
-            return 0
-        train(config)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
-        print("\ninterrupted: the last completed epoch is saved; continue with --resume", file=sys.stderr)
-        return 130
-    return 0
+            return cli.EXIT_OK
+        try:
+            train(config)
+        except KeyboardInterrupt:
+            print("\ninterrupted: the last completed epoch is saved; continue with --resume", file=sys.stderr)
+            return cli.EXIT_INTERRUPTED
+        return cli.EXIT_OK
+
+    return cli.run(work)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,23 @@
 """Pictures of SimAM's attention: test images beside the weights that each SimAM layer gives them.
 
-    python -m simam_paddle.visualize RUN_DIR [--output PNG] [--images 6] [--weights best|final]
+    python -m simam_paddle.visualize RUN_DIR [--output PNG] [--num-images 6] [--weights best|final]
 
 The input x of every SimAM layer is collected with a forward pre-hook; its weight, sigmoid(e) with
-e = (x - mu)^2 / (4 (var + lambda)) + 0.5 (RECIPE.md; ``simam_weight``), is averaged over the channels,
+e = (x - mu)^2 / (4 (var + lambda)) + 0.5 (docs/recipe.md; ``simam_weight``), is averaged over the channels,
 upsampled to the image (bilinear) and laid over it: bright = weighted up = attended. The weights are
 at least sigmoid(0.5) ~= 0.62 everywhere and a channel average varies little, so each panel is
 coloured over its own range, printed under it. The images are the run's test images (real ones from
-an image-folder ``data.root``, else rendered; see ``samples.py``), each row titled with the model's
+an image-folder ``data.root``, else rendered; see ``data/samples.py``), each row titled with the model's
 prediction (and the true class where known). Written as a PNG (matplotlib, Agg), by default to
 ``RUN_DIR/attention.png``, of exactly ``figure_pixels(images, layers)`` pixels.
 """
 
 from __future__ import annotations
 
-import argparse
+from . import cli  # first: it quiets Paddle's start-up notices before Paddle loads
+
+# isort: split
+
 import sys
 from pathlib import Path
 
@@ -23,13 +26,12 @@ import numpy as np
 import paddle
 from matplotlib.figure import Figure
 
-from .config import ConfigError
+from .data import class_names, sample_images
 from .data.transforms import SIZE
 from .io import atomic_savefig
-from .models import SimAM
-from .predict import softmax
-from .runs import WEIGHTS, load_run_model
-from .samples import class_names, sample_images
+from .layers import SimAM
+from .losses import softmax
+from .run_dir import ATTENTION, load_run_model
 
 PANEL_INCHES = 1.6
 HEADER_INCHES = 0.5  # room for the layer names above the first row
@@ -107,10 +109,10 @@ def draw(images: list[np.ndarray], maps: list[tuple[str, np.ndarray]], titles: l
     return fig
 
 
-def visualize(run_dir: str | Path, output: str | Path | None = None, images: int = 6, weights: str = "best") -> Path:
+def visualize(run_dir: str | Path, output: str | Path | None = None, num_images: int = 6, weights: str = "best") -> Path:
     """Write the attention figure of a run; returns its path."""
     model, config = load_run_model(run_dir, weights)
-    samples = sample_images(config, images)
+    samples = sample_images(config, num_images)
     maps, logits = attention_maps(model, samples.batch())
     names = class_names(config["model"]["num_classes"])
     probs = softmax(logits)
@@ -118,27 +120,20 @@ def visualize(run_dir: str | Path, output: str | Path | None = None, images: int
     for label, p in zip(samples.labels, probs):
         guess = f"pred: {names[int(p.argmax())]} {p.max():.2f}"
         titles.append(guess if label is None else f"true: {names[label]}\n{guess}")
-    output = Path(output) if output is not None else Path(run_dir) / "attention.png"
+    output = Path(output) if output is not None else Path(run_dir) / ATTENTION
     atomic_savefig(draw(samples.images, maps, titles), output, dpi=DPI)
     print(f"wrote {output}: {len(samples.images)} images ({samples.source}) x {len(maps)} SimAM layers")
     return output
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m simam_paddle.visualize", description="Test images beside the attention weights of each SimAM layer, as a PNG."
-    )
-    parser.add_argument("run_dir", help="run directory of a model with SimAM layers")
-    parser.add_argument("--output", default=None, help="PNG file to write (default: RUN_DIR/attention.png)")
-    parser.add_argument("--images", type=int, default=6, help="number of test images, one per row (default: 6)")
-    parser.add_argument("--weights", default="best", choices=sorted(WEIGHTS), help="which weights of the run (default: best)")
-    args = parser.parse_args(argv)
-    try:
-        visualize(args.run_dir, args.output, args.images, args.weights)
-    except (ValueError, FileNotFoundError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    p = cli.parser("visualize", "Test images beside the attention weights of each SimAM layer, as a PNG.")
+    p.add_argument("run_dir", help="run directory of a model with SimAM layers")
+    p.add_argument("--output", default=None, help="PNG file to write (default: RUN_DIR/attention.png)")
+    p.add_argument("--num-images", type=int, default=6, help="number of test images, one per row (default: 6)")
+    cli.add_weights(p)
+    args = p.parse_args(argv)
+    return cli.run(lambda: visualize(args.run_dir, args.output, args.num_images, args.weights) and None)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,13 @@
-"""Shared test fixtures.
-
-Tests that need the real CIFAR-10 copy find it through one setting: the environment variable
-SIMAM_DATA_DIR (default: ``../shared/data`` beside the repository). Where it is absent they skip,
-saying so.
-"""
+"""Fixtures of every test; shared helpers are in helpers.py."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import paddle
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SIMAM_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
-CIFAR10_JPEG = SHARED_DATA / "cifar10-jpeg"
+from helpers import CIFAR10_JPEG
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from simam_paddle import SimAM
-from simam_paddle.models import AlexNet, attention_names, create_attn, get_attn
+from simam_paddle.layers import attention_names, create_attn, get_attn
+from simam_paddle.models import AlexNet
 
 
 def test_names():

@@ -103,12 +103,12 @@ def test_throughput_is_measured_side_by_side(tmp_path):
 
 
 def test_cli_errors_on_a_directory_that_is_not_a_run(tmp_path, capsys):
-    assert main([str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert main([str(tmp_path), "--output", str(tmp_path / "o")]) == 2
     assert "is not a run directory" in capsys.readouterr().err
 
 
 def test_prediction_grids_are_drawn_from_each_models_first_run(tmp_path):
-    from data_fixtures import write_learnable_image_folder
+    from helpers import write_learnable_image_folder
 
     root = write_learnable_image_folder(tmp_path / "data", train_per_class=2, test_per_class=2)
     runs = [make_run(tmp_path, m, 1, RUNS[(m, 1)], overrides=[f"data.root={root}"], weights=True)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from helpers import REPO_ROOT
 
-from conftest import REPO_ROOT
 from simam_paddle.config import SCHEMA, ConfigError, defaults, describe, load_config, parse_override
 
 CONFIGS = REPO_ROOT / "configs"

@@ -61,23 +61,11 @@ def test_lam_follows_beta():
     assert abs(lams.var() - 1 / (4 * 1.8)) < 0.01
 
 
-def test_state_dict_resumes_exactly(tmp_path):
-    images, labels = paddle.to_tensor(batch()[0]), paddle.to_tensor(batch()[1])
-    mixup = Mixup(0.2, seed=7)
-    mixup(images, labels)
-    paddle.save(mixup.state_dict(), str(tmp_path / "mixup.pdstates"))
-    ahead = [mixup(images, labels)[0].numpy() for _ in range(3)]
-    resumed = Mixup(0.2, seed=0)
-    resumed.set_state_dict(paddle.load(str(tmp_path / "mixup.pdstates")))
-    for want in ahead:
-        np.testing.assert_array_equal(resumed(images, labels)[0].numpy(), want)
-
-
 def test_same_seed_same_draws_and_bad_alpha():
     images, labels = paddle.to_tensor(batch()[0]), paddle.to_tensor(batch()[1])
     a, b = Mixup(0.2, seed=4), Mixup(0.2, seed=4)
     np.testing.assert_array_equal(a(images, labels)[1].numpy(), b(images, labels)[1].numpy())
     with pytest.raises(ValueError, match="alpha"):
         Mixup(-0.1)
-    with pytest.raises(ValueError, match="alpha 0.2"):
-        Mixup(1.0).set_state_dict(a.state_dict())
+    other = Mixup(0.2, seed=5)(images, labels)[1].numpy()
+    assert not np.array_equal(other, Mixup(0.2, seed=4)(images, labels)[1].numpy())

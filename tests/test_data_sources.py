@@ -10,8 +10,8 @@ import tarfile
 import cv2
 import numpy as np
 import pytest
-from data_fixtures import CLASS_NAMES as FIXTURE_CLASS_NAMES
-from data_fixtures import cifar_batch, known_image, write_cifar_archive, write_image_folder
+from helpers import CLASS_NAMES as FIXTURE_CLASS_NAMES
+from helpers import cifar_batch, known_image, write_cifar_archive, write_image_folder
 
 from simam_paddle.data import CLASS_NAMES, build_dataset, load_image, load_split
 from simam_paddle.data.sources import balanced_subset
@@ -286,7 +286,8 @@ def test_archive_that_is_not_cifar10(tmp_path):
     [
         ("data_batch_3", b"garbage bytes", "data_batch_3 is not a pickled CIFAR-10 batch"),
         ("data_batch_2", {b"data": np.zeros((2, 3072), np.uint8)}, r"data_batch_2 is not a CIFAR-10 batch"),
-        ("test_batch", {b"data": np.zeros((2, 1024), np.uint8), b"labels": [0, 1]}, r"test_batch: b'data' must be uint8 \[N, 3072\]"),
+        ("test_batch", {b"data": np.zeros((2, 1024), np.uint8), b"labels": [0, 1]},
+         r"test_batch: b'data' must be uint8 \[N, 3072\]"),
         ("data_batch_1", {**cifar_batch(0, 2), b"labels": [0, 10]}, r"data_batch_1: labels must lie in \[0, 10\)"),
         ("data_batch_5", {**cifar_batch(0, 2), b"labels": [0]}, r"data_batch_5: b'labels' must be 2 integers"),
     ],

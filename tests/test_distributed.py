@@ -13,10 +13,8 @@ import sys
 
 import numpy as np
 import paddle
-
-from conftest import REPO_ROOT
-from data_fixtures import write_learnable_image_folder as write_image_folder
-from test_train import run_train
+from helpers import REPO_ROOT, run_train
+from helpers import write_learnable_image_folder as write_image_folder
 
 
 def common(root, out, batch):

@@ -10,13 +10,13 @@ import sys
 import numpy as np
 import paddle
 import pytest
-from run_dirs import make_run_dir, needs_onnx
+from helpers import REPO_ROOT, make_run_dir, needs_onnx
 
-from conftest import REPO_ROOT
 from simam_paddle import export as export_module
+from simam_paddle.data import sample_images
 from simam_paddle.export import TOLERANCE, load_exported, main
-from simam_paddle.runs import load_run_model
-from simam_paddle.samples import sample_images
+from simam_paddle.run_dir import load_run_model
+
 
 @pytest.fixture
 def run_dir(tmp_path, cifar10_jpeg):
@@ -37,7 +37,9 @@ def independent_check(run_dir, folder, count=5):
     return meta
 
 
-@pytest.mark.parametrize("fmt, files", [("paddle", {"model.json", "model.pdiparams"}), pytest.param("onnx", {"model.onnx"}, marks=needs_onnx)])
+@pytest.mark.parametrize(
+    "fmt, files", [("paddle", {"model.json", "model.pdiparams"}), pytest.param("onnx", {"model.onnx"}, marks=needs_onnx)]
+)
 def test_round_trip_on_real_images(run_dir, fmt, files, capsys):
     assert main([str(run_dir), "--format", fmt]) == 0
     out = capsys.readouterr().out
@@ -55,7 +57,7 @@ def test_round_trip_on_real_images(run_dir, fmt, files, capsys):
 def test_onnx_batch_dimension_is_dynamic(run_dir):
     import onnxruntime
 
-    assert main([str(run_dir), "--format", "onnx", "--images", "4", "--output", str(run_dir / "onnx")]) == 0
+    assert main([str(run_dir), "--format", "onnx", "--num-images", "4", "--output", str(run_dir / "onnx")]) == 0
     session = onnxruntime.InferenceSession(str(run_dir / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
     (inp,) = session.get_inputs()
     assert inp.name == "image" and not isinstance(inp.shape[0], int) and inp.shape[1:] == [3, 128, 128]
@@ -63,34 +65,34 @@ def test_onnx_batch_dimension_is_dynamic(run_dir):
 
 def test_rendered_images_when_data_root_is_no_image_folder(tmp_path, capsys):
     run = make_run_dir(tmp_path / "run", "model.name=alexnet_simam", weights=("final",))
-    assert main([str(run), "--format", "paddle", "--weights", "final", "--images", "3"]) == 0
-    assert "3 rendered 32x32 images (data.root None is not an image folder)" in capsys.readouterr().out
+    assert main([str(run), "--format", "paddle", "--weights", "final", "--num-images", "3"]) == 0
+    assert "3 rendered 32x32 images (data.root None is not an image folder with a test split)" in capsys.readouterr().out
     meta = json.loads((run / "export" / "paddle" / "export.json").read_text())
     assert meta["weights"] == "final" and meta["check"]["source"].startswith("3 rendered")
 
 
 def test_existing_export_is_not_overwritten_silently(run_dir, capsys):
-    assert main([str(run_dir), "--format", "paddle", "--images", "2"]) == 0
+    assert main([str(run_dir), "--format", "paddle", "--num-images", "2"]) == 0
     params = run_dir / "export" / "paddle" / "model.pdiparams"
     before = params.stat().st_mtime_ns
-    assert main([str(run_dir), "--format", "paddle", "--images", "2"]) == 1
+    assert main([str(run_dir), "--format", "paddle", "--num-images", "2"]) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert params.stat().st_mtime_ns == before
-    assert main([str(run_dir), "--format", "paddle", "--images", "2", "--overwrite"]) == 0
+    assert main([str(run_dir), "--format", "paddle", "--num-images", "2", "--overwrite"]) == 0
     assert params.stat().st_mtime_ns != before
 
 
 def test_failed_check_writes_nothing(run_dir, monkeypatch, capsys):
     real = export_module.RUNNERS["paddle"]
     monkeypatch.setitem(export_module.RUNNERS, "paddle", lambda folder: (lambda batch: real(folder)(batch) + 2e-4))
-    assert main([str(run_dir), "--format", "paddle", "--images", "2"]) == 1
+    assert main([str(run_dir), "--format", "paddle", "--num-images", "2"]) == 1
     captured = capsys.readouterr()
     assert "FAILED" in captured.out
     assert re.search(r"differs from the model by 0\.000[23]\d* > 1e-04 \(the logits reach [\d.]+: relative", captured.err)
     assert "nothing was written" in captured.err
-    assert list((run_dir / "export").iterdir()) == []
+    assert not (run_dir / "export").exists(), "a failed export leaves no folder behind"
     # a looser bound, asked for, passes and is recorded
-    assert main([str(run_dir), "--format", "paddle", "--images", "2", "--tolerance", "1e-3"]) == 0
+    assert main([str(run_dir), "--format", "paddle", "--num-images", "2", "--tolerance", "1e-3"]) == 0
     meta = json.loads((run_dir / "export" / "paddle" / "export.json").read_text())
     assert meta["check"]["tolerance"] == 1e-3 and meta["check"]["passed"]
 
@@ -100,14 +102,14 @@ def test_failed_check_writes_nothing(run_dir, monkeypatch, capsys):
     [
         (["{tmp}/missing", "--format", "paddle"], "is not a run directory"),
         (["{run}", "--format", "paddle", "--weights", "final"], "has no final weights"),
-        (["{run}", "--format", "paddle", "--images", "0"], "number of images must be >= 1"),
-        (["{run}", "--format", "paddle", "--images", "20000"], "offers 10000 taken class by class"),
+        (["{run}", "--format", "paddle", "--num-images", "0"], "number of images must be >= 1"),
+        (["{run}", "--format", "paddle", "--num-images", "20000"], "offers 10000 taken class by class"),
         (["{run}", "--format", "paddle", "--tolerance", "-1"], "tolerance must be >= 0"),
     ],
 )
 def test_errors_exit_non_zero_with_a_message(run_dir, tmp_path, args, message, capsys):
     args = [a.format(tmp=tmp_path, run=run_dir) for a in args]
-    assert main(args) == 1
+    assert main(args) == 2
     assert message in capsys.readouterr().err
 
 
@@ -116,11 +118,11 @@ def test_command_line_exit_status(tmp_path):
         [sys.executable, "-m", "simam_paddle.export", str(tmp_path), "--format", "paddle"],
         cwd=REPO_ROOT, capture_output=True, text=True,
     )
-    assert result.returncode == 1 and "is not a run directory" in result.stderr
+    assert result.returncode == 2 and "is not a run directory" in result.stderr
 
 
 @pytest.mark.parametrize("fmt", ["paddle", pytest.param("onnx", marks=needs_onnx)])
 def test_resnet18_simam_export(tmp_path, cifar10_jpeg, fmt):
     run = make_run_dir(tmp_path / "run", "model.name=resnet18_simam", f"data.root={cifar10_jpeg}")
-    assert main([str(run), "--format", fmt, "--images", "4"]) == 0
+    assert main([str(run), "--format", fmt, "--num-images", "4"]) == 0
     independent_check(run, run / "export" / fmt, count=3)

@@ -14,7 +14,7 @@ import pytest
 from paddle import nn
 
 from simam_paddle import SimAM, build_model
-from simam_paddle.models import fusion, simam_kernel
+from simam_paddle.layers import fusion, simam_kernel
 
 # (shape, pool size, pool stride); pool size 0: SimAM and ReLU only
 CASES = [

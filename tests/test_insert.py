@@ -11,7 +11,7 @@ from paddle.vision.models.mobilenetv2 import InvertedResidual
 from paddle.vision.models.resnet import BasicBlock, BottleneckBlock
 
 from simam_paddle import SimAM, build_model, simam
-from simam_paddle.models import add_attention, add_simam
+from simam_paddle.layers import add_attention, add_simam
 
 
 def simams(model):

@@ -8,7 +8,7 @@ import pytest
 
 from simam_paddle import SimAM, build_model
 
-# Counted by hand from RECIPE.md's layer list (weights + biases).
+# Counted by hand from docs/recipe.md's layer list (weights + biases).
 EXPECTED_PARAMS = (
     (3 * 48 * 11 * 11 + 48)
     + (48 * 128 * 5 * 5 + 128)

@@ -9,13 +9,12 @@ import cv2
 import numpy as np
 import paddle
 import pytest
-from run_dirs import make_run_dir, needs_onnx
+from helpers import REPO_ROOT, make_run_dir, needs_onnx
 
-from conftest import REPO_ROOT
 from simam_paddle.data import CLASS_NAMES, build_test_transform, load_image
 from simam_paddle.export import export
 from simam_paddle.predict import main, predict
-from simam_paddle.runs import load_run_model
+from simam_paddle.run_dir import load_run_model
 
 
 @pytest.fixture
@@ -54,7 +53,7 @@ def test_top_k_from_a_run_directory(run_dir, images, top_k):
 
 @pytest.mark.parametrize("fmt", ["paddle", pytest.param("onnx", marks=needs_onnx)])
 def test_exported_model_predicts_as_the_run(run_dir, images, fmt):
-    export(run_dir, fmt, images=2, log=lambda _: None)
+    export(run_dir, fmt, num_images=2, log=lambda _: None)
     folder = run_dir / "export" / fmt
     from_run = predict(run_dir, images, top_k=10)
     for path in (folder, next(p for p in folder.iterdir() if p.name.startswith("model."))):
@@ -85,10 +84,10 @@ def test_command_line_output(run_dir, images, capsys):
 def test_not_an_image_is_named(run_dir, tmp_path, images, capsys):
     bad = tmp_path / "notes.jpg"
     bad.write_text("not a picture")
-    assert main([str(run_dir), str(images[0]), str(bad)]) == 1
+    assert main([str(run_dir), str(images[0]), str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "not a readable image" in err
-    assert main([str(run_dir), str(tmp_path / "missing.png")]) == 1
+    assert main([str(run_dir), str(tmp_path / "missing.png")]) == 2
     assert "missing.png" in capsys.readouterr().err
 
 
@@ -100,7 +99,7 @@ def test_not_an_image_is_named(run_dir, tmp_path, images, capsys):
     ],
 )
 def test_errors(run_dir, tmp_path, images, args, message, capsys):
-    assert main([a.format(tmp=tmp_path, run=run_dir, image=images[0]) for a in args]) == 1
+    assert main([a.format(tmp=tmp_path, run=run_dir, image=images[0]) for a in args]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -110,4 +109,4 @@ def test_command_line_exit_status_for_a_bad_image(run_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "simam_paddle.predict", str(run_dir), str(bad)], cwd=REPO_ROOT, capture_output=True, text=True
     )
-    assert result.returncode == 1 and f"{bad}: not a readable image" in result.stderr
+    assert result.returncode == 2 and f"{bad}: not a readable image" in result.stderr

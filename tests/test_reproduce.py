@@ -1,4 +1,4 @@
-"""scripts/reproduce.py: trains both models per seed, skips finished runs, resumes interrupted ones."""
+"""simam_paddle.reproduce: trains both models per seed, skips finished runs, resumes interrupted ones."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO_ROOT
-from data_fixtures import write_learnable_image_folder as write_image_folder
+from helpers import REPO_ROOT
+from helpers import write_learnable_image_folder as write_image_folder
 
 
 def reproduce(tmp_path, root, *extra):
-    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "reproduce.py"), "--seeds", "1", "--runs", str(tmp_path / "runs"),
-           "--out", str(tmp_path / "results"), "-o", f"data.root={root}", "-o", "data.batch_size=16",
+    cmd = [sys.executable, "-m", "simam_paddle.reproduce", "--seeds", "1", "--runs", str(tmp_path / "runs"),
+           "--output", str(tmp_path / "results"), "-o", f"data.root={root}", "-o", "data.batch_size=16",
            "-o", "data.num_workers=0", "-o", "train.epochs=1", "-o", "train.throughput_batches=1", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
 
@@ -40,16 +40,13 @@ def test_reproduce_rejects_a_bad_override_before_training(tmp_path):
 
 
 def test_run_state_tells_finished_interrupted_and_new(tmp_path):
-    import importlib.util
+    from simam_paddle.run_dir import run_state
 
-    spec = importlib.util.spec_from_file_location("reproduce", REPO_ROOT / "scripts" / "reproduce.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     run = tmp_path / "run"
-    assert module.run_state(run) == "new"
+    assert run_state(run) == "new"
     run.mkdir()
     (run / "checkpoint.pdckpt").write_bytes(b"x")
     (run / "history.json").write_text(json.dumps({"finished": False}))
-    assert module.run_state(run) == "resume"
+    assert run_state(run) == "resumable"
     (run / "history.json").write_text(json.dumps({"finished": True}))
-    assert module.run_state(run) == "finished"
+    assert run_state(run) == "finished"

@@ -9,7 +9,7 @@ from paddle.vision import models as paddle_models
 
 from simam_paddle import SimAM, build_model
 from simam_paddle.config import ConfigError, load_config
-from simam_paddle.models import load_plain_weights, model_names, resnet18_simam, resnet50_simam
+from simam_paddle.models import list_models, load_weights
 
 BLOCKS = {18: 8, 34: 16, 50: 16, 101: 33, 152: 50}
 FAST = [18, 50]
@@ -22,7 +22,7 @@ def n_params(model):
 
 def test_registered_names():
     for d in BLOCKS:
-        assert {f"resnet{d}", f"resnet{d}_simam"} <= set(model_names())
+        assert {f"resnet{d}", f"resnet{d}_simam"} <= set(list_models())
     assert load_config(None, ["model.name=resnet50_simam"])["model"]["name"] == "resnet50_simam"
     with pytest.raises(ConfigError, match="resnet18_simam"):
         load_config(None, ["model.name=resnet19_simam"])
@@ -54,15 +54,15 @@ def test_shape_finite_and_gradients_down_to_1x1_maps(depth):
         assert np.isfinite(p.grad.numpy()).all(), f"{name} got a non-finite gradient"
 
 
-@pytest.mark.parametrize("build, plain_build", [(resnet18_simam, paddle_models.resnet18), (resnet50_simam, paddle_models.resnet50)])
+@pytest.mark.parametrize("depth", [18, 50])
 @pytest.mark.parametrize("as_path", [False, True])
-def test_loads_plain_resnet_weights(build, plain_build, as_path, tmp_path):
-    plain = plain_build(num_classes=10)
+def test_loads_plain_resnet_weights(depth, as_path, tmp_path):
+    plain = getattr(paddle_models, f"resnet{depth}")(num_classes=10)
     weights = plain.state_dict()
     if as_path:
         paddle.save(weights, str(tmp_path / "plain.pdparams"))
         weights = tmp_path / "plain.pdparams"
-    model = build(num_classes=10, plain_weights=weights)
+    model = build_model(f"resnet{depth}_simam", num_classes=10, plain_weights=weights)
     own = model.state_dict()
     for k, v in plain.state_dict().items():
         assert np.array_equal(own[k].numpy(), v.numpy()), f"{k} was not loaded"
@@ -70,8 +70,7 @@ def test_loads_plain_resnet_weights(build, plain_build, as_path, tmp_path):
     x = paddle.randn([1, 3, 32, 32])
     plain.eval(), model.eval()
     assert not np.allclose(model(x).numpy(), plain(x).numpy())
-    name = f"resnet{50 if build is resnet50_simam else 18}"
-    again = build_model(name, plain_weights=weights)
+    again = build_model(f"resnet{depth}", plain_weights=weights)
     again.eval()
     np.testing.assert_allclose(again(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-5)
 
@@ -79,21 +78,22 @@ def test_loads_plain_resnet_weights(build, plain_build, as_path, tmp_path):
 def test_imagenet_head_needs_strict_false():
     imagenet = paddle_models.resnet18(num_classes=1000).state_dict()
     with pytest.raises(ValueError, match=r"fc.weight \[512, 1000\] vs \[512, 10\].*num_classes.*strict=False"):
-        resnet18_simam(num_classes=10, plain_weights=imagenet)
-    model = resnet18_simam(num_classes=10)
+        build_model("resnet18_simam", num_classes=10, plain_weights=imagenet)
+    model = build_model("resnet18_simam", num_classes=10)
     fc_before = model.fc.weight.numpy().copy()
-    assert load_plain_weights(model, imagenet, strict=False) == ["fc.bias", "fc.weight"]
+    with pytest.warns(UserWarning, match="2 key.*not loaded.*fc.bias, fc.weight"):
+        assert load_weights(model, imagenet, strict=False) == ["fc.bias", "fc.weight"]
     assert np.array_equal(model.fc.weight.numpy(), fc_before)
     assert np.array_equal(model.conv1.weight.numpy(), imagenet["conv1.weight"].numpy())
 
 
 def test_wrong_depth_weights_are_refused():
-    with pytest.raises(ValueError, match="missing: layer1.2.bn1._mean.*check depth"):
+    with pytest.raises(ValueError, match="does not fit the model resnet34.*missing: layer1.2.bn1._mean.*depth"):
         build_model("resnet34_simam", plain_weights=paddle_models.resnet18(num_classes=10).state_dict())
 
 
 def test_jit_save_keeps_the_simam_layers(tmp_path):
-    model = resnet18_simam(num_classes=10)
+    model = build_model("resnet18_simam", num_classes=10)
     model.eval()
     x = paddle.randn([2, 3, 32, 32])
     spec = [paddle.static.InputSpec([None, 3, 32, 32], "float32", "x")]

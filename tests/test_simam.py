@@ -14,24 +14,14 @@ import sys
 import numpy as np
 import paddle
 import pytest
+from helpers import reference_simam
 
 from simam_paddle import SimAM, simam
-from simam_paddle.models import simam_kernel
+from simam_paddle.layers import simam_kernel
 
-simam_module = sys.modules["simam_paddle.models.simam"]
+simam_module = sys.modules["simam_paddle.layers.simam"]
 PATHS = ["kernel", "paddle", "plain"]
 TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
-
-
-def reference_simam(x: np.ndarray, lam: float) -> np.ndarray:
-    """The formula as RECIPE.md states it, in float64 loops-free numpy; H*W == 1 gives e = 0.5."""
-    x = x.astype(np.float64)
-    hw = x.shape[2] * x.shape[3]
-    mu = x.mean(axis=(2, 3), keepdims=True)
-    d2 = (x - mu) ** 2
-    var = d2.sum(axis=(2, 3), keepdims=True) / (hw - 1) if hw > 1 else np.zeros_like(mu)
-    e = d2 / (4 * (var + lam)) + 0.5
-    return x / (1 + np.exp(-e))
 
 
 def reference_simam_grad(x: np.ndarray, lam: float, g: np.ndarray) -> np.ndarray:
@@ -312,8 +302,45 @@ def broken_kernel(monkeypatch):
     def fail():
         raise RuntimeError("no C++ compiler found (simulated)")
 
+    monkeypatch.delenv(simam_kernel.REQUIRE_ENV, raising=False)
     monkeypatch.setattr(simam_kernel, "_state", simam_kernel._KernelState())
     monkeypatch.setattr(simam_kernel, "_build_and_load", fail)
+
+
+def test_a_required_kernel_that_cannot_be_built_is_an_error(broken_kernel, monkeypatch):
+    monkeypatch.setenv(simam_kernel.REQUIRE_ENV, "1")
+    with pytest.raises(simam_kernel.KernelUnavailable, match="SIMAM_PADDLE_REQUIRE_KERNEL.*simulated"):
+        simam_kernel.prepare()
+    with pytest.raises(simam_kernel.KernelUnavailable):
+        SimAM(3)
+    assert simam_kernel.status() == {"kernel": False, "threads": simam_kernel.status()["threads"],
+                                      "error": "no C++ compiler found (simulated)"}
+
+
+def test_ctrl_c_during_the_build_interrupts_and_the_next_call_builds(monkeypatch):
+    monkeypatch.delenv(simam_kernel.REQUIRE_ENV, raising=False)
+    monkeypatch.setattr(simam_kernel, "_state", simam_kernel._KernelState())
+    calls = []
+
+    def interrupted():
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        raise RuntimeError("second attempt (simulated)")
+
+    monkeypatch.setattr(simam_kernel, "_build_and_load", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        simam_kernel.prepare()
+    assert simam_kernel.load_error() is None  # not recorded as "unavailable"
+    assert not simam_kernel.prepare() and len(calls) == 2 and "second attempt" in simam_kernel.load_error()
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "four", "1.5"])
+def test_an_invalid_thread_count_is_an_error_naming_the_variable(value, monkeypatch):
+    monkeypatch.setattr(simam_kernel, "_state", simam_kernel._KernelState())
+    monkeypatch.setenv("SIMAM_PADDLE_NUM_THREADS", value)
+    with pytest.raises(ValueError, match=f"SIMAM_PADDLE_NUM_THREADS must be a positive integer.*{value!r}"):
+        simam_kernel.prepare()
 
 
 def test_fallback_when_the_kernel_cannot_be_built(broken_kernel, caplog):
@@ -347,7 +374,7 @@ THREADED_SCRIPT = """
 import sys
 import numpy as np
 import paddle
-from simam_paddle.models import simam_kernel
+from simam_paddle.layers import simam_kernel
 assert simam_kernel.prepare() and simam_kernel.num_threads() == int(sys.argv[4]), simam_kernel.num_threads()
 x = paddle.to_tensor(np.load(sys.argv[1]), stop_gradient=False)
 g = paddle.to_tensor(np.load(sys.argv[2]))
@@ -399,5 +426,5 @@ def test_kernel_threads_share_the_cores_unless_told(monkeypatch):
     monkeypatch.setenv("SIMAM_PADDLE_NUM_THREADS", "5")
     assert simam_kernel._threads_from_env() == 5
     monkeypatch.setenv("SIMAM_PADDLE_NUM_THREADS", "two")
-    with pytest.raises(ValueError, match="SIMAM_PADDLE_NUM_THREADS must be a positive integer, got 'two'"):
+    with pytest.raises(ValueError, match="SIMAM_PADDLE_NUM_THREADS must be a positive integer.*got 'two'"):
         simam_kernel._threads_from_env()

@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import paddle
 import pytest
+from helpers import reference_simam
 from paddle import nn
-from test_simam import reference_simam
 
 from simam_paddle import SimAM, simam
-from simam_paddle.models import simam_kernel
+from simam_paddle.layers import simam_kernel
 
 BACKENDS = ["auto", "kernel", "paddle", "plain"]
 

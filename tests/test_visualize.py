@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import paddle
 import pytest
-from run_dirs import make_run_dir
+from helpers import make_run_dir
 
 from simam_paddle import SimAM, build_model
 from simam_paddle.visualize import attention_maps, figure_pixels, main, simam_weight, visualize
@@ -44,7 +44,7 @@ def test_one_map_per_simam_layer_in_call_order(name, size, shapes):
 
 def test_png_of_real_images_has_the_expected_size(tmp_path, cifar10_jpeg):
     run = make_run_dir(tmp_path / "run", "model.name=alexnet_simam", f"data.root={cifar10_jpeg}")
-    path = visualize(run, images=3)
+    path = visualize(run, num_images=3)
     assert path == run / "attention.png"
     image = cv2.imread(str(path))
     width, height = figure_pixels(3, 5)
@@ -55,7 +55,7 @@ def test_png_of_real_images_has_the_expected_size(tmp_path, cifar10_jpeg):
 def test_command_line_with_rendered_images(tmp_path, capsys):
     run = make_run_dir(tmp_path / "run", "model.name=resnet18_simam", weights=("final",))
     out = tmp_path / "figures" / "resnet.png"
-    assert main([str(run), "--output", str(out), "--images", "2", "--weights", "final"]) == 0
+    assert main([str(run), "--output", str(out), "--num-images", "2", "--weights", "final"]) == 0
     assert "2 images (2 rendered 32x32 images" in capsys.readouterr().out
     width, height = figure_pixels(2, 8)
     assert cv2.imread(str(out)).shape == (height, width, 3)
@@ -63,6 +63,6 @@ def test_command_line_with_rendered_images(tmp_path, capsys):
 
 def test_model_without_simam_is_an_error(tmp_path, capsys):
     run = make_run_dir(tmp_path / "run", "model.name=alexnet")
-    assert main([str(run), "--images", "1"]) == 1
+    assert main([str(run), "--num-images", "1"]) == 2
     assert "AlexNet has no SimAM layer" in capsys.readouterr().err
     assert not (run / "attention.png").exists()

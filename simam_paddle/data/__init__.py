@@ -1,26 +1,35 @@
-"""CIFAR-10 for the experiment: sources, the recipe's transforms and a fast twin, batch Mixup, loaders.
+"""CIFAR-10 for the experiment: sources, the recipe's transforms and a fast twin, batch Mixup, loaders,
+and a few test images for checks and figures.
 
-See RECIPE.md ("Data") for the facts these encode; each module's docstring says how.
+The facts these encode are in docs/recipe.md ("Data"); each module's docstring says how. The data
+settings are validated by the config schema (``simam_paddle.config``) only: the functions here take a
+validated config.
 """
 
-from .loaders import DATA_DEFAULTS, CifarDataset, build_dataset, build_loaders, sample_images, set_loader_epoch
+from .loaders import CifarDataset, build_dataset, build_loader, evenly_spaced_images, set_loader_epoch
 from .mixup import Mixup
-from .sources import CLASS_NAMES, load_image, load_split
+from .samples import Samples, class_names, preprocess, sample_images
+from .sources import CLASS_NAMES, Source, load_image, load_split, resolve_source
 from .transforms import FastTrainTransform, build_recipe_train_transform, build_test_transform, build_train_transform
 
 __all__ = [
     "CLASS_NAMES",
-    "DATA_DEFAULTS",
     "CifarDataset",
     "FastTrainTransform",
     "Mixup",
+    "Samples",
+    "Source",
     "build_dataset",
-    "build_loaders",
+    "build_loader",
     "build_recipe_train_transform",
     "build_test_transform",
     "build_train_transform",
+    "class_names",
+    "evenly_spaced_images",
     "load_image",
     "load_split",
+    "preprocess",
+    "resolve_source",
     "sample_images",
     "set_loader_epoch",
 ]

@@ -1,6 +1,10 @@
 """Datasets and loaders whose batches and augmentations depend only on (seed, epoch).
 
-The training loop calls ``set_loader_epoch(loader, epoch)`` before each epoch. Then:
+``build_loader(config, "train" | "val")`` builds one loader from a validated config (its ``data``
+section and ``train.seed``): "train" is the training split, shuffled per epoch with drop_last and the
+configured augmentation; "val" is the test split in order with the test transforms. A tool that needs
+one split reads only that one. The training loop calls ``set_loader_epoch(loader, epoch)`` before
+each epoch. Then:
 
 - the order is a permutation drawn from ``numpy.random.default_rng([seed, epoch])`` (train), or the
   dataset order (validation); with ``distributed=True`` every rank takes its share of that one order;
@@ -23,19 +27,19 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import paddle
 from paddle.io import DataLoader, Dataset, get_worker_info
 
-from ..config import SCHEMA
 from .sources import load_split
 from .transforms import build_test_transform, build_train_transform
 
-# The data section's defaults, from the one schema of every config key (simam_paddle/config.py).
-DATA_DEFAULTS: dict[str, Any] = {name: key.default for name, key in SCHEMA["data"].items()}
+# split of a loader -> (split of the dataset, shuffled and drop_last, config key of its class-balanced limit)
+LOADER_SPLITS = {"train": ("train", True, "limit_train"), "val": ("test", False, "limit_val")}
 
 
 @contextmanager
@@ -194,11 +198,11 @@ def make_loader(dataset: CifarDataset, sampler: EpochBatchSampler, num_workers: 
 def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
     """Make ``loader`` yield the batches and augmentations of ``epoch`` (call it before iterating)."""
     if not isinstance(loader.dataset, EpochBatches):
-        raise TypeError(f"set_loader_epoch needs a loader made by build_loaders, got one over {type(loader.dataset).__name__}")
+        raise TypeError(f"set_loader_epoch needs a loader made by build_loader, got one over {type(loader.dataset).__name__}")
     loader.dataset.set_epoch(epoch)
 
 
-def sample_images(loader: DataLoader, count: int) -> tuple[np.ndarray, np.ndarray]:
+def evenly_spaced_images(loader: DataLoader, count: int) -> tuple[np.ndarray, np.ndarray]:
     """``count`` images of ``loader``'s dataset at evenly spaced indices, transformed, with their labels.
 
     Evenly spaced, not the first ones: an image folder lists its test set class by class.
@@ -207,29 +211,24 @@ def sample_images(loader: DataLoader, count: int) -> tuple[np.ndarray, np.ndarra
     return dataset.get_batch(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(np.int64))
 
 
-def resolve_data_config(data_cfg: dict) -> dict:
-    """``data_cfg`` over ``DATA_DEFAULTS``; an unknown key is an error that names it."""
-    unknown = sorted(set(data_cfg) - set(DATA_DEFAULTS))
-    if unknown:
-        raise KeyError(f"unknown data option(s) {', '.join(unknown)}; known: {', '.join(DATA_DEFAULTS)}")
-    return {**DATA_DEFAULTS, **data_cfg}
+def build_loader(config: dict, split: str, distributed: bool = False) -> DataLoader:
+    """The ``"train"`` or ``"val"`` loader of a validated config (``simam_paddle.config``).
 
-
-def build_loaders(data_cfg: dict, seed: int, distributed: bool = False) -> tuple[DataLoader, DataLoader]:
-    """Train loader (shuffled per epoch, drop_last) and validation loader (test split, in order) from the config's data section.
-
-    ``distributed``: shard both over ``paddle.distributed`` ranks; ``batch_size`` is per process.
+    ``distributed``: shard over ``paddle.distributed`` ranks; ``data.batch_size`` is per process.
     Batches are (images float32 [B, 3, 128, 128], labels int64 [B]).
     """
-    cfg = resolve_data_config(data_cfg)
-    train_transform = build_train_transform(cfg["train_transforms"])
+    if split not in LOADER_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(LOADER_SPLITS)}, got {split!r}")
+    data, seed = config["data"], config["train"]["seed"]
+    source_split, training, limit_key = LOADER_SPLITS[split]
+    transform = build_train_transform(data["train_transforms"]) if training else build_test_transform()
+    dataset = build_dataset(data["root"], source_split, transform, limit=data[limit_key], seed=seed, download=data["download"])
     replicas, rank = (paddle.distributed.get_world_size(), paddle.distributed.get_rank()) if distributed else (1, 0)
-    common = {"download": cfg["download"], "seed": seed}
-    train = build_dataset(cfg["root"], "train", train_transform, limit=cfg["limit_train"], **common)
-    val = build_dataset(cfg["root"], "test", build_test_transform(), limit=cfg["limit_val"], **common)
-    batch = cfg["batch_size"]
-    train_sampler = EpochBatchSampler(len(train), batch, True, True, seed, replicas, rank)
-    val_sampler = EpochBatchSampler(len(val), batch, False, False, seed, replicas, rank)
-    if len(train_sampler) == 0:
-        raise ValueError(f"{len(train)} training images per process make no full batch of {batch} (drop_last); lower batch_size or raise limit_train")
-    return make_loader(train, train_sampler, cfg["num_workers"]), make_loader(val, val_sampler, cfg["num_workers"])
+    batch = data["batch_size"]
+    sampler = EpochBatchSampler(len(dataset), batch, training, training, seed, replicas, rank)
+    if len(sampler) == 0:
+        raise ValueError(
+            f"{len(dataset)} {split} images per process make no full batch of {batch} (drop_last); "
+            "lower data.batch_size or raise data.limit_train"
+        )
+    return make_loader(dataset, sampler, data["num_workers"])

@@ -8,11 +8,11 @@ Each batch is mixed with a shuffled copy of itself: lam ~ Beta(alpha, alpha), on
 giving soft targets [B, K] that ``LabelSmoothingCrossEntropy`` accepts. ``alpha = 0`` means off.
 
 This is not the notebook's PaddleX ``MixupImage``: that detection transform returned its input
-unchanged in a classification pipeline, so the notebook trained without mixup (RECIPE.md).
+unchanged in a classification pipeline, so the notebook trained without mixup (docs/recipe.md).
 
-Resume: lam and perm come from the Mixup's own ``numpy.random.Generator`` (seeded by ``seed``), never
-from global state; ``state_dict()`` / ``set_state_dict()`` save and restore it, so a run resumed from a
-checkpoint that stored them draws the same lam and perm as an uninterrupted run.
+Resume: lam and perm come from the Mixup's own ``numpy.random.Generator`` seeded by ``seed``, never
+from global state. The training loop builds one Mixup per epoch, seeded from (seed, epoch), so a run
+resumed at epoch e draws the same lam and perm as an uninterrupted run without saving any state.
 """
 
 from __future__ import annotations
@@ -45,11 +45,3 @@ class Mixup:
         index = paddle.to_tensor(perm)
         mixed = lam * images + (1 - lam) * paddle.gather(images, index)
         return mixed, lam * targets + (1 - lam) * paddle.gather(targets, index)
-
-    def state_dict(self) -> dict:
-        return {"alpha": self.alpha, "rng": self._rng.bit_generator.state}
-
-    def set_state_dict(self, state: dict) -> None:
-        if state["alpha"] != self.alpha:
-            raise ValueError(f"mixup state was saved with alpha {state['alpha']}, this Mixup has alpha {self.alpha}")
-        self._rng.bit_generator.state = state["rng"]

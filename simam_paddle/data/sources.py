@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import pickle
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -138,7 +139,8 @@ def read_images(files: list[Path]) -> np.ndarray:
         if images is None:
             images = np.empty((len(files), *image.shape), dtype=np.uint8)
         elif image.shape != images.shape[1:]:
-            raise ValueError(f"{path}: image of size {image.shape[1]}x{image.shape[0]}, but {files[0]} is {images.shape[2]}x{images.shape[1]}; all images must have one size")
+            raise ValueError(f"{path}: image of size {image.shape[1]}x{image.shape[0]}, but {files[0]} is "
+                             f"{images.shape[2]}x{images.shape[1]}; all images must have one size")
         images[k] = image
     if images is None:
         raise ValueError("no image files to read")
@@ -192,25 +194,42 @@ def balanced_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndar
     return np.sort(np.concatenate(chosen))
 
 
+@dataclass(frozen=True)
+class Source:
+    """What ``data.root`` names: ``kind`` is "archive", "image_folder" or "paddle_cache" (``path`` None)."""
+
+    kind: str
+    path: Path | None
+
+
+def resolve_source(root: str | os.PathLike | None) -> Source:
+    """The one reading of ``data.root``: None is Paddle's cache, a folder an image-folder root, a file
+    the official archive (checked when read). A path that does not exist is a FileNotFoundError."""
+    if root is None:
+        return Source("paddle_cache", None)
+    path = Path(os.path.expanduser(str(root)))
+    if path.is_dir():
+        return Source("image_folder", path)
+    if path.is_file():
+        return Source("archive", path)
+    raise FileNotFoundError(f"data.root {path}: no such file or folder. {HOW_TO_GET}")
+
+
 def load_split(
     root: str | os.PathLike | None, split: str, limit: int | None = None, seed: int = 0, download: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images uint8 [N, H, W, 3] RGB and labels int64 [N] of one split from the source that ``root`` names.
 
-    ``root``: a ``cifar-10-python.tar.gz`` file, an image-folder root, or None for Paddle's cache.
-    ``limit``: a class-balanced subset of that many samples (see ``balanced_subset``); for an image
-    folder only the chosen files are decoded.
+    ``root``: see ``resolve_source``. ``limit``: a class-balanced subset of that many samples (see
+    ``balanced_subset``); for an image folder only the chosen files are decoded.
     """
     _check_split(split)
-    if root is None:
-        root = paddle_cache_archive(download)
-    root = Path(os.path.expanduser(str(root)))
-    if root.is_dir():
-        files, labels = list_image_folder(root, split)
+    source = resolve_source(root)
+    if source.kind == "image_folder":
+        files, labels = list_image_folder(source.path, split)
         keep = balanced_subset(labels, limit, seed)
         return read_images([files[k] for k in keep]), labels[keep]
-    if root.is_file():
-        images, labels = read_archive(root, split)
-        keep = balanced_subset(labels, limit, seed)
-        return images[keep], labels[keep]
-    raise FileNotFoundError(f"{root}: no such file or folder. {HOW_TO_GET}")
+    path = source.path if source.kind == "archive" else paddle_cache_archive(download)
+    images, labels = read_archive(path, split)
+    keep = balanced_subset(labels, limit, seed)
+    return images[keep], labels[keep]

@@ -1,4 +1,4 @@
-"""The notebook's image transforms (RECIPE.md, "Data"), and a fast train pipeline with the same distributions.
+"""The notebook's image transforms (docs/recipe.md, "Data"), and a fast train pipeline with the same distributions.
 
 Inputs are HWC RGB uint8 numpy images (Paddle's cv2 backend); outputs are float32 CHW [3, 128, 128],
 normalised with the ImageNet mean and std of the recipe.
@@ -7,7 +7,7 @@ normalised with the ImageNet mean and std of the recipe.
 Resize 130, ColorJitter(0.2, 0.2, 0.2), RandomResizedCrop(128, scale=(0.6, 1.0)), RandomHorizontalFlip,
 RandomRotation(20), then ToTensor and Normalize (``NormalizeToCHW``: bit-identical to Paddle's two
 steps, and cheaper). The notebook's PaddleX ``MixupImage`` step sat between the jitter and the crop and
-returned its input unchanged (RECIPE.md), so it is left out. The random steps draw from Python's
+returned its input unchanged (docs/recipe.md), so it is left out. The random steps draw from Python's
 ``random`` and NumPy's global RNG, as Paddle's transforms do.
 
 Paddle 3.3's cv2 colour functions behave differently from their PIL twins, and the recipe keeps that:
@@ -30,7 +30,7 @@ after each resize.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np

@@ -1,48 +1,68 @@
-"""Models of the experiment, and the SimAM layer, built by name with ``build_model``."""
+"""The experiment's models by name: AlexNet and the ResNets of ``paddle.vision``, each plain and with SimAM.
+
+``build_model(name, num_classes=10, **options)`` builds one; ``list_models()`` names them all. Each
+name accepts the options listed in ``MODELS`` and nothing else, so a misspelt or misplaced option
+(``build_model("resnet18", pretrained=True)``) is an error naming the valid ones, not silently ignored.
+The SimAM layer itself and its insertion into other models are in ``simam_paddle.layers``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 from paddle import nn
 
 from .alexnet import AlexNet
-from .attention import attention_names, create_attn, get_attn
-from .insert import add_attention, add_simam
-from .resnet import (
-    DEPTHS as RESNET_DEPTHS,
-    load_plain_weights,
-    resnet,
-    resnet18_simam,
-    resnet34_simam,
-    resnet50_simam,
-    resnet101_simam,
-    resnet152_simam,
-)
-from .simam import SimAM, simam
+from .resnet import DEPTHS as RESNET_DEPTHS
+from .resnet import resnet
+from .weights import WeightsMismatch, load_weights
 
-MODELS: dict[str, Callable[..., nn.Layer]] = {
-    "alexnet": partial(AlexNet, attn_layer="none"),
-    "alexnet_simam": partial(AlexNet, attn_layer="simam"),
-    **{f"resnet{d}": partial(resnet, d, attn_layer="none") for d in RESNET_DEPTHS},
-    **{f"resnet{d}_simam": partial(resnet, d, attn_layer="simam") for d in RESNET_DEPTHS},
+SIMAM_OPTIONS = ("e_lambda", "backend")  # reach every SimAM layer of a *_simam model
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    build: Callable[..., nn.Layer]
+    options: tuple[str, ...]  # keyword arguments accepted besides num_classes
+
+
+def _alexnet(attn: str) -> ModelSpec:
+    options = ("dropout", "fuse") + (SIMAM_OPTIONS if attn == "simam" else ())
+    return ModelSpec(partial(AlexNet, attn_layer=attn), options)
+
+
+def _resnet(depth: int, attn: str) -> ModelSpec:
+    options = ("plain_weights", "strict") + (SIMAM_OPTIONS if attn == "simam" else ())
+    return ModelSpec(partial(resnet, depth, attn_layer=attn), options)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "alexnet": _alexnet("none"),
+    "alexnet_simam": _alexnet("simam"),
+    **{f"resnet{d}": _resnet(d, "none") for d in RESNET_DEPTHS},
+    **{f"resnet{d}_simam": _resnet(d, "simam") for d in RESNET_DEPTHS},
 }
 
 
-def model_names() -> list[str]:
+def list_models() -> list[str]:
+    """Every name ``build_model`` accepts, sorted."""
     return sorted(MODELS)
 
 
-def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Layer:
-    """Build a model by name; extra keyword arguments (``e_lambda``...) reach its attention layers."""
+def build_model(name: str, num_classes: int = 10, **options) -> nn.Layer:
+    """Build the model ``name`` for ``num_classes`` classes; ``options`` must be among ``MODELS[name].options``."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(model_names())}")
-    return MODELS[name](num_classes=num_classes, **kwargs)
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+    spec = MODELS[name]
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise TypeError(
+            f"build_model({name!r}) got unknown option(s) {', '.join(unknown)}; "
+            f"{name} accepts num_classes, {', '.join(spec.options)}"
+        )
+    return spec.build(num_classes=num_classes, **options)
 
 
-__all__ = [
-    "AlexNet", "SimAM", "simam", "build_model", "model_names", "get_attn", "create_attn", "attention_names", "MODELS",
-    "add_simam", "add_attention", "resnet", "load_plain_weights",
-    "resnet18_simam", "resnet34_simam", "resnet50_simam", "resnet101_simam", "resnet152_simam",
-]
+__all__ = ["AlexNet", "MODELS", "ModelSpec", "build_model", "list_models", "load_weights", "resnet", "WeightsMismatch"]

@@ -1,10 +1,10 @@
 """AlexNet for 128x128 inputs, with optional attention after each convolution.
 
-The variant of the SimAM notebook (see RECIPE.md): five convolutions, three max-pools, a 3x3x128
+The variant of the SimAM notebook (docs/recipe.md): five convolutions, three max-pools, a 3x3x128
 feature map flattened into a 2048-2048 classifier with dropout 0.5. ``attn_layer="simam"`` puts a
 SimAM right after each of the five convolutions, before its ReLU; as SimAM has no parameters, both
 models have 7,524,042 parameters for 10 classes. Where the SimAM kernel runs, each SimAM, its ReLU
-and its pool run as one call (see ``fusion.py``): the same numbers, less memory kept for backward.
+and its pool run as one call (see ``simam_paddle.layers.fusion``): the same numbers, less memory kept for backward.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
-from .attention import create_attn
-from .fusion import run_sequential
+from ..layers import create_attn, run_sequential
 
 INPUT_SIZE = 128
 # (in_channels, out_channels, kernel, stride, padding, max-pool after the ReLU)
@@ -29,7 +28,7 @@ CONVS = (
 class AlexNet(nn.Layer):
     """AlexNet for 128x128 RGB images; ``attn_layer`` names the attention after each convolution.
 
-    ``fuse=False`` runs every layer on its own (the fused blocks give the same numbers; see fusion.py).
+    ``fuse=False`` runs every layer on its own (the fused blocks give the same numbers; see simam_paddle.layers.fusion).
     """
 
     def __init__(

@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .data import CLASS_NAMES, build_test_transform, load_image
-from .data.sources import list_image_folder
+from .sources import CLASS_NAMES, list_image_folder, load_image, resolve_source
+from .transforms import build_test_transform
 
 RENDER_SIZE = 32
 
@@ -38,12 +38,15 @@ def preprocess(images: list[np.ndarray]) -> np.ndarray:
     return np.stack([transform(image) for image in images]).astype(np.float32)
 
 
-def image_folder(root: str | Path | None) -> Path | None:
-    """``root`` as a Path when it is an image-folder root with a test split, else None."""
-    if root is None:
-        return None
-    path = Path(root).expanduser()
-    return path if (path / "test").is_dir() else None
+def _test_folder(root: str | Path | None) -> tuple[Path | None, str]:
+    """The image-folder root of ``data.root`` when it has a test split, else None and why not."""
+    try:
+        source = resolve_source(root)
+    except FileNotFoundError:
+        return None, f"data.root {root!r} does not exist here"
+    if source.kind == "image_folder" and (source.path / "test").is_dir():
+        return source.path, ""
+    return None, f"data.root {root!r} is not an image folder with a test split"
 
 
 def render_images(count: int, size: int = RENDER_SIZE, seed: int = 0) -> list[np.ndarray]:
@@ -67,13 +70,13 @@ def sample_images(config: dict, count: int) -> Samples:
     """``count`` test images of the run described by ``config``: real where possible, else rendered."""
     if count < 1:
         raise ValueError(f"the number of images must be >= 1, got {count}")
-    root = image_folder(config["data"]["root"])
+    root, why_not = _test_folder(config["data"]["root"])
     if root is None:
         return Samples(
             render_images(count),
             [None] * count,
             [f"rendered-{k}" for k in range(count)],
-            f"{count} rendered {RENDER_SIZE}x{RENDER_SIZE} images (data.root {config['data']['root']!r} is not an image folder)",
+            f"{count} rendered {RENDER_SIZE}x{RENDER_SIZE} images ({why_not})",
         )
     files, labels = list_image_folder(root, "test")
     by_class = [np.flatnonzero(labels == c) for c in range(len(CLASS_NAMES))]

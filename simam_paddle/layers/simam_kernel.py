@@ -17,8 +17,11 @@ SimAM's kernel uses them (on 7x7 maps one thread is arithmetic-bound: see BENCHM
 channels are handed out in chunks, so a thread that a busy machine deschedules holds up one chunk,
 not half the tensor; the result is the same, to the bit, for any number of threads.
 
-The kernel is an optimisation, never a requirement: when the compiler is missing or the build
-fails, :func:`prepare` returns False, logs one warning, and SimAM uses its pure-Paddle path.
+The kernel is an optimisation, not a requirement: when the compiler is missing or the build fails,
+:func:`prepare` returns False, logs one warning, and SimAM uses its pure-Paddle path; ``status()``
+says which, with the build error. ``SIMAM_PADDLE_REQUIRE_KERNEL=1`` makes an unavailable kernel an
+error instead (CI sets it, so a kernel that stops building fails the tests rather than skipping
+them). Ctrl-C during the build interrupts it; the next call tries again.
 ``SimAM`` calls :func:`prepare` when it is built on a CPU device, so the build never falls inside
 a timed training step; call it yourself to build ahead of time.
 """
@@ -116,7 +119,7 @@ def _build_and_load() -> ModuleType:
                     extra_ldflags=list(LD_FLAGS),
                     build_directory=str(directory),
                 )
-        except BaseException as exc:  # SystemExit from a failed setup.py build included
+        except (Exception, SystemExit) as exc:  # SystemExit from a failed setup.py build included
             raise RuntimeError(f"{type(exc).__name__}: {exc}\n{output.getvalue()}") from exc
     missing = [op for op in ("simam_fused", "simam_relu_maxpool") if not hasattr(module, op)]
     if missing:
@@ -147,27 +150,45 @@ def default_threads() -> int:
     return min(max(available_cores() // local_processes, 1), MAX_DEFAULT_THREADS)
 
 
+THREADS_ENV = "SIMAM_PADDLE_NUM_THREADS"
+
+
 def _threads_from_env() -> int:
     """$SIMAM_PADDLE_NUM_THREADS, else :func:`default_threads`."""
-    value = os.environ.get("SIMAM_PADDLE_NUM_THREADS")
-    if value is None:
+    value = os.environ.get(THREADS_ENV)
+    if value is None or not value.strip():
         return default_threads()
     try:
         threads = int(value)
     except ValueError:
         threads = 0
     if threads < 1:
-        raise ValueError(f"SIMAM_PADDLE_NUM_THREADS must be a positive integer, got {value!r}")
+        raise ValueError(f"{THREADS_ENV} must be a positive integer (threads of the SimAM kernel), got {value!r}; "
+                         "unset it to use the available cores")
     return threads
 
 
+REQUIRE_ENV = "SIMAM_PADDLE_REQUIRE_KERNEL"
+
+
+class KernelUnavailable(RuntimeError):
+    """The kernel could not be built or loaded while ``$SIMAM_PADDLE_REQUIRE_KERNEL`` asks for it."""
+
+
+def required() -> bool:
+    return os.environ.get(REQUIRE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
 def prepare() -> bool:
-    """Build or load the kernel once per process; True when it can be used. Never raises."""
+    """Build or load the kernel once per process; True when it can be used.
+
+    A failed build returns False (logged once), or raises ``KernelUnavailable`` when
+    ``$SIMAM_PADDLE_REQUIRE_KERNEL`` is set. An invalid ``$SIMAM_PADDLE_NUM_THREADS`` is a ValueError.
+    """
     with _state.lock:
         if not _state.tried:
-            _state.tried = True
+            _state.num_threads = _threads_from_env()
             try:
-                _state.num_threads = _threads_from_env()
                 _state.module = _build_and_load()
             except Exception as exc:
                 _state.error = str(exc).strip() or type(exc).__name__
@@ -176,7 +197,15 @@ def prepare() -> bool:
                     _state.error.splitlines()[0],
                 )
                 logger.debug("SimAM kernel build output:\n%s", _state.error)
+            _state.tried = True  # not reached on Ctrl-C: the next call tries again
+    if _state.module is None and required():
+        raise KernelUnavailable(f"{REQUIRE_ENV} is set, but the SimAM CPU kernel is unavailable: {_state.error}")
     return _state.module is not None
+
+
+def status() -> dict:
+    """Which SimAM CPU path this process has: {"kernel": bool, "threads": int, "error": str | None}."""
+    return {"kernel": _state.module is not None, "threads": _state.num_threads, "error": _state.error}
 
 
 def num_threads() -> int:

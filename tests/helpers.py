@@ -1,21 +1,65 @@
-"""Small CIFAR-10 sources with known content, written by the tests themselves.
+"""What the tests share: where the repository and the real data are, small data of known content,
+run directories, the SimAM formula written plainly, and running a tool in a subprocess.
 
-``write_cifar_archive`` writes an archive in the official format (pickled ``data_batch_1..5`` and
-``test_batch`` inside ``cifar-10-batches-py/`` in a .tar.gz); ``write_image_folder`` a PNG tree. The
-pixels follow ``known_image``, a pattern that differs per image, channel, row and column, so that a
-transposed, flipped or channel-swapped read cannot pass. ``write_learnable_image_folder`` writes
-images whose classes differ in colour, for short training runs that must learn something.
+Data of known content: ``write_cifar_archive`` writes an archive in the official format (pickled
+``data_batch_1..5`` and ``test_batch`` inside ``cifar-10-batches-py/`` in a .tar.gz);
+``write_image_folder`` a PNG tree. The pixels follow ``known_image``, a pattern that differs per
+image, channel, row and column, so that a transposed, flipped or channel-swapped read cannot pass.
+``write_learnable_image_folder`` writes images whose classes differ in colour, for short training
+runs that must learn something.
+
+The real CIFAR-10 copy is found through one setting, ``$SIMAM_DATA_DIR`` (default ``../shared/data``
+beside the repository, holding ``cifar10-jpeg/``); the ``cifar10_jpeg`` fixture skips, saying so,
+where it is absent.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import os
 import pickle
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+import paddle
+import pytest
+
+from simam_paddle.config import load_config, save_config
+from simam_paddle.run_dir import build_run_model
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SIMAM_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+CIFAR10_JPEG = SHARED_DATA / "cifar10-jpeg"
+
+
+def reference_simam(x: np.ndarray, lam: float) -> np.ndarray:
+    """The formula as docs/recipe.md states it, in float64 loop-free numpy; H*W == 1 gives e = 0.5."""
+    x = x.astype(np.float64)
+    hw = x.shape[2] * x.shape[3]
+    mu = x.mean(axis=(2, 3), keepdims=True)
+    d2 = (x - mu) ** 2
+    var = d2.sum(axis=(2, 3), keepdims=True) / (hw - 1) if hw > 1 else np.zeros_like(mu)
+    e = d2 / (4 * (var + lam)) + 0.5
+    return x / (1 + np.exp(-e))
+
+
+def run_tool(tool: str, *args, check: bool = True, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m simam_paddle.<tool> ARGS`` from the repository root, as a user runs it."""
+    cmd = [sys.executable, "-m", f"simam_paddle.{tool}", *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def run_train(*args, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    return run_tool("train", *args, check=check, timeout=timeout)
+
 
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -109,3 +153,21 @@ def write_learnable_image_folder(root: Path, train_per_class: int, test_per_clas
                 image = np.clip(colour + rng.normal(0, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
                 cv2.imwrite(str(folder / f"{i:04d}.png"), image)
     return root
+
+
+def make_run_dir(path: Path, *overrides: str, seed: int = 0, weights: tuple[str, ...] = ("best",)) -> Path:
+    """A run directory at ``path`` with random weights of the model that ``overrides`` configure."""
+    config = load_config(None, list(overrides))
+    path.mkdir(parents=True, exist_ok=True)
+    save_config(config, path / "config.yaml")
+    paddle.seed(seed)
+    model = build_run_model(config)
+    for name in weights:
+        paddle.save(model.state_dict(), str(path / f"{name}_model.pdparams"))
+    return path
+
+
+ONNX_MISSING = [name for name in ("paddle2onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+needs_onnx = pytest.mark.skipif(
+    bool(ONNX_MISSING), reason=f"{' and '.join(ONNX_MISSING)} not installed (pip install -e '.[export]'; CI installs .[dev])"
+)

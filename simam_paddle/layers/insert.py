@@ -15,8 +15,8 @@ count does not change either.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
-from typing import Iterable
 
 from paddle import nn
 from paddle.vision.models.mobilenetv2 import InvertedResidual

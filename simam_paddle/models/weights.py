@@ -1,0 +1,75 @@
+"""Loading a state dict into a model, checked key by key and shape by shape.
+
+Paddle's ``set_state_dict`` skips what does not fit with a warning and leaves those parameters as
+built, so the weights of another model load "successfully" into random ones. ``load_weights`` is the
+one way this package loads weights: strict by default (every key present on both sides with the same
+shape, else a ``WeightsMismatch`` naming the source, the model and the first mismatches), and with
+``strict=False`` a deliberate partial load that returns, and the caller reports, what it skipped.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import paddle
+from paddle import nn
+
+SHOWN = 6  # mismatched keys named in a message, per kind
+
+
+class WeightsMismatch(ValueError):
+    """A state dict that does not fit a model; the message names the source, the model and the keys."""
+
+
+def read_state(weights: str | Path | dict) -> tuple[dict, str]:
+    """A state dict and a name for it in messages, from a dict or the path of a ``.pdparams`` file."""
+    if isinstance(weights, dict):
+        return weights, "the given state dict"
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    try:
+        state = paddle.load(str(path))
+    except Exception as exc:  # a truncated or foreign file: name it
+        raise WeightsMismatch(f"{path} is not a readable Paddle state dict ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise WeightsMismatch(f"{path} holds a {type(state).__name__}, not a state dict of parameters")
+    return state, str(path)
+
+
+def _listed(keys: list[str]) -> str:
+    return ", ".join(keys[:SHOWN]) + (f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else "")
+
+
+def load_weights(
+    model: nn.Layer, weights: str | Path | dict, strict: bool = True, model_name: str | None = None, source: str | None = None
+) -> list[str]:
+    """Load ``weights`` (a state dict or a ``.pdparams`` path) into ``model``; return the skipped keys.
+
+    strict=True: any missing, unexpected or wrongly shaped key raises ``WeightsMismatch``.
+    strict=False: those keys are skipped (the model keeps its own values there), reported in a warning
+    and returned, sorted. ``model_name`` and ``source`` name the model and the weights in messages.
+    """
+    state, name = read_state(weights)
+    source = source or name
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state) if list(state[k].shape) != list(own[k].shape))
+    if strict and (missing or unexpected or mismatched):
+        problems = [f"{label}: {_listed(keys)}" for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        if mismatched:
+            shapes = [f"{k} {list(state[k].shape)} vs {list(own[k].shape)}" for k in mismatched]
+            problems.append(f"shape differs (file vs model): {_listed(shapes)}")
+        name = model_name or type(model).__name__
+        raise WeightsMismatch(
+            f"{source} does not fit the model {name} (" + "; ".join(problems) + "). "
+            "Check the model name, depth and num_classes it was trained with, or load with strict=False to skip what differs"
+        )
+    skipped = sorted(missing + mismatched)
+    if skipped:
+        warnings.warn(f"{source}: {len(skipped)} key(s) not loaded, kept as built (strict=False): {_listed(skipped)}",
+                      stacklevel=2)
+    model.set_state_dict({k: own[k] if k in skipped else state[k] for k in own})
+    return skipped

@@ -1,0 +1,81 @@
+"""Train AlexNet and AlexNet-SimAM for several seeds, then rebuild the comparison table.
+
+    python -m simam_paddle.reproduce --seeds 42 43 44 [-o section.key=value ...] [--runs runs/repro] [--output results/repro]
+
+Each (model, seed) run goes to RUNS/<model>/seed<seed>. A finished run is skipped, an interrupted one
+is resumed, so the command can be re-run after a crash and only the missing work is done. Runs are
+ordered seed by seed (both models per seed) so that a partial study is still balanced. Overrides pass
+through to every run (the CPU-scale study of README.md is a set of overrides). At the end
+``simam_paddle.compare`` writes the table and figures into ``--output``, with ``study.json`` recording
+the command, overrides and wall time. The runs train the shipped configs ``alexnet`` and
+``alexnet_simam``.
+"""
+
+from __future__ import annotations
+
+from . import cli  # first: it quiets Paddle's start-up notices before Paddle loads
+
+# isort: split
+
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .compare import compare
+from .config import load_config
+from .io import atomic_write_json
+from .run_dir import run_state
+
+MODELS = ("alexnet", "alexnet_simam")  # shipped configs, trained for every seed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = cli.parser("reproduce", __doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44], help="seeds (default 42 43 44)")
+    cli.add_overrides(p, "a config value of every run")
+    p.add_argument("--runs", type=Path, default=Path("runs/repro"), help="folder of the run directories")
+    p.add_argument("--output", type=Path, default=Path("results/repro"), help="folder of the comparison")
+    args = p.parse_args(argv)
+    return cli.run(lambda: reproduce(args, argv))
+
+
+def reproduce(args, argv: list[str] | None) -> int:
+    configs = cli.shipped_configs()
+    plan = []  # (config, seed, run_dir, overrides), all validated before any run starts
+    for seed in args.seeds:
+        for name in MODELS:
+            run_dir = args.runs / name / f"seed{seed}"
+            overrides = args.override + [f"train.seed={seed}", f"train.output_dir={run_dir}"]
+            load_config(configs[name], overrides)
+            plan.append((configs[name], seed, run_dir, overrides))
+
+    start = time.time()
+    for config, seed, run_dir, overrides in plan:
+        name, state = config.stem, run_state(run_dir)
+        if state == "finished":
+            print(f"== {name} seed {seed}: finished, skipped", flush=True)
+            continue
+        print(f"== {name} seed {seed}: {'resuming' if state == 'resumable' else 'training'} in {run_dir}", flush=True)
+        cmd = [sys.executable, "-m", "simam_paddle.train", "--config", str(config)]
+        cmd += [arg for o in overrides for arg in ("-o", o)] + (["--resume"] if state == "resumable" else [])
+        code = subprocess.call(cmd)
+        if code != 0:
+            print(f"error: {name} seed {seed} failed with exit code {code}; fix it and re-run this command "
+                  "(finished runs are kept)", file=sys.stderr)
+            return cli.EXIT_FAILED
+    wall = time.time() - start
+    compare([run_dir for _, _, run_dir, _ in plan], args.output)
+    atomic_write_json(args.output / "study.json", {
+        "command": " ".join(["python -m simam_paddle.reproduce"] + (argv if argv is not None else sys.argv[1:])),
+        "seeds": args.seeds, "overrides": args.override, "wall_seconds_this_invocation": round(wall, 1),
+        "host": platform.node(), "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+    })
+    print((args.output / "results.md").read_text())
+    print(f"wall time {wall / 60:.1f} min; results in {args.output}")
+    return cli.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

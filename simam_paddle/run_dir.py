@@ -1,0 +1,236 @@
+"""The run directory: what ``simam_paddle.train`` writes, and every tool reads, in ``train.output_dir``.
+
+    RUN_DIR/config.yaml            the resolved config (without the one-off flags resume / overwrite)
+    RUN_DIR/train.log              the log
+    RUN_DIR/history.json           every recorded figure, the environment, whether the run finished
+    RUN_DIR/checkpoint.pdckpt      the resumable state of the last completed epoch (one file)
+    RUN_DIR/best_model.pdparams    weights of the best validation epoch (+ best_optimizer.pdopt)
+    RUN_DIR/final_model.pdparams   weights after the last epoch (+ final_optimizer.pdopt)
+    RUN_DIR/curves.png, predictions.png, visualdl/
+    RUN_DIR/export/<format>/       written by simam_paddle.export
+    RUN_DIR/attention.png          written by simam_paddle.visualize
+
+The checkpoint (model, optimizer with its LR scheduler, epoch, best metric, history) is written
+atomically: a process killed at any moment leaves the previous epoch's checkpoint or the new one.
+Randomness needs no saved state: data order, augmentation, Mixup and dropout of epoch e are seeded
+from (seed, e). A run that ``--overwrite`` replaces is moved aside into ``RUN_DIR/.replaced/`` and
+removed only once the new run has saved its first checkpoint; a new run that stops before that puts
+it back.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import paddle
+
+from .config import NON_COMPUTATIONAL, SCHEMA, ConfigError, load_config, save_config
+from .io import atomic_paddle_save, remove_temp_files
+from .models import MODELS, build_model, load_weights
+
+CONFIG = "config.yaml"
+LOG = "train.log"
+HISTORY = "history.json"
+CHECKPOINT = "checkpoint.pdckpt"
+WEIGHTS = {"best": "best_model.pdparams", "final": "final_model.pdparams"}
+OPTIMIZERS = {"best": "best_optimizer.pdopt", "final": "final_optimizer.pdopt"}
+CURVES = "curves.png"
+PREDICTIONS = "predictions.png"
+VISUALDL = "visualdl"
+EXPORT = "export"
+ATTENTION = "attention.png"
+REPLACED = ".replaced"
+# Everything a training run writes; `--overwrite` moves exactly these aside.
+RUN_FILES = (CONFIG, LOG, HISTORY, CHECKPOINT, *WEIGHTS.values(), *OPTIMIZERS.values(), CURVES, PREDICTIONS, VISUALDL)
+# The flags of one invocation, never saved with the run.
+ONE_OFF = ("resume", "overwrite")
+
+
+def is_run_dir(path: str | Path) -> bool:
+    return (Path(path) / CONFIG).is_file()
+
+
+def read_config_path(run_dir: str | Path) -> Path:
+    """The path of a run's saved config; a ConfigError when ``run_dir`` holds none."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory: {path} is missing (train one with python -m simam_paddle.train)")
+    return path
+
+
+def read_config(run_dir: str | Path) -> dict:
+    """The saved config of a run (validated like any config)."""
+    return load_config(read_config_path(run_dir))
+
+
+def save_run_config(config: dict, run_dir: Path) -> None:
+    saved = {**config, "train": {k: v for k, v in config["train"].items() if k not in ONE_OFF}}
+    save_config(saved, run_dir / CONFIG)
+
+
+def read_history(run_dir: str | Path) -> dict | None:
+    path = Path(run_dir) / HISTORY
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_state(run_dir: str | Path) -> str:
+    """``"finished"``, ``"resumable"`` (a completed epoch is checkpointed) or ``"new"``."""
+    history = read_history(run_dir)
+    if history is not None and history.get("finished"):
+        return "finished"
+    return "resumable" if (Path(run_dir) / CHECKPOINT).is_file() else "new"
+
+
+def model_options(config: dict) -> dict:
+    """The keyword arguments of ``build_model`` that the config's model section sets."""
+    model = config["model"]
+    accepted = MODELS[model["name"]].options
+    options = {"e_lambda": model["e_lambda"]} if "e_lambda" in accepted else {}
+    if "dropout" in accepted:
+        options["dropout"] = model["dropout"]
+    elif model["dropout"] != SCHEMA["model"]["dropout"].default:
+        raise ConfigError(f"model.dropout applies to AlexNet models only; {model['name']} has no dropout to set")
+    return options
+
+
+def build_run_model(config: dict) -> paddle.nn.Layer:
+    return build_model(config["model"]["name"], num_classes=config["model"]["num_classes"], **model_options(config))
+
+
+def load_run_model(run_dir: str | Path, weights: str = "best") -> tuple[paddle.nn.Layer, dict]:
+    """The model of a run with its ``best`` or ``final`` weights (checked to fit), in eval mode, and the run's config."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    config = read_config(run_dir)
+    path = Path(run_dir) / WEIGHTS[weights]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the run has no {weights} weights yet (has it finished an epoch?)")
+    model = build_run_model(config)
+    load_weights(model, path, model_name=config["model"]["name"])
+    model.eval()
+    return model, config
+
+
+# -- starting a run --------------------------------------------------------------------------------
+def prepare(out: Path, config: dict) -> str:
+    """Make ``out`` ready for the run ``config`` asks for; return where it starts (as ``run_state``).
+
+    Call it after everything else has been validated: with ``train.overwrite`` it moves the old run
+    aside (``commit_replacement`` removes it, ``restore_replaced`` puts it back). With ``train.resume``
+    it is the state of the run there: ``"resumable"``, ``"finished"``, or ``"new"`` when no epoch completed.
+    """
+    train = config["train"]
+    recover_replaced(out)
+    remove_temp_files(out)
+    if train["resume"]:
+        state = run_state(out)
+        if state == "new":  # killed before its first epoch ended: what it wrote is of no use, but its log
+            _clear_run_files(out, keep=(LOG,))
+        else:
+            check_resumable(read_config(out), config, out)
+        return state
+    if any((out / name).exists() for name in RUN_FILES):
+        if not train["overwrite"]:
+            raise ConfigError(
+                f"{out} already holds a run. Resume it with --resume (or -o train.resume=true), choose another "
+                "directory with -o train.output_dir=..., or replace it with --overwrite"
+            )
+        aside = out / REPLACED
+        aside.mkdir()
+        for name in RUN_FILES:
+            if (out / name).exists():
+                (out / name).rename(aside / name)
+    return "new"
+
+
+def _clear_run_files(out: Path, keep: tuple[str, ...] = ()) -> None:
+    for name in set(RUN_FILES) - set(keep):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def commit_replacement(out: Path) -> None:
+    """The new run has its first checkpoint: the run it replaced is removed."""
+    if (out / REPLACED).exists():
+        shutil.rmtree(out / REPLACED)
+
+
+def restore_replaced(out: Path) -> bool:
+    """The new run stopped before its first checkpoint: put the replaced run back. True if there was one."""
+    aside = out / REPLACED
+    if not aside.is_dir():
+        return False
+    _clear_run_files(out)
+    for path in aside.iterdir():
+        path.rename(out / path.name)
+    aside.rmdir()
+    return True
+
+
+def recover_replaced(out: Path) -> None:
+    """A ``.replaced`` left by a killed process: removed if the new run got a checkpoint, else restored."""
+    if (out / REPLACED).is_dir():
+        if (out / CHECKPOINT).is_file():
+            commit_replacement(out)
+        else:
+            restore_replaced(out)
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+def check_resumable(saved: dict, config: dict, path: Path) -> None:
+    """Refuse to resume with a config that would compute something else than the saved run."""
+    changed = [
+        f"{section}.{key}: {saved[section].get(key)!r} -> {value!r}"
+        for section, values in config.items()
+        for key, value in values.items()
+        if (section, key) not in NON_COMPUTATIONAL and saved.get(section, {}).get(key) != value
+    ]
+    if changed:
+        raise ConfigError(
+            f"cannot resume {path}: the config differs from the saved run in {'; '.join(changed)}. "
+            "Resume with the run's own config, or start a new run in another directory"
+        )
+
+
+def _names(model: paddle.nn.Layer) -> dict[str, str]:
+    """Paddle's unique parameter name (``linear_3.w_0``) -> structured name (``classifier.0.weight``)."""
+    return {p.name: name for name, p in model.named_parameters()}
+
+
+def _rename(state: dict, mapping: dict[str, str]) -> dict:
+    # Optimizer accumulators are keyed "<param.name>_moment1_0" etc.; the unique names depend on the
+    # order of layer creation in the process, so checkpoints key them by structured names instead.
+    out = {}
+    for key, value in state.items():
+        for old, new in mapping.items():
+            if key == old or key.startswith(old + "_"):
+                key = new + key[len(old):]
+                break
+        out[key] = value
+    return out
+
+
+def save_checkpoint(out: Path, model, optimizer, state: dict) -> None:
+    atomic_paddle_save(
+        {"model": model.state_dict(), "optimizer": _rename(optimizer.state_dict(), _names(model)), "state": state},
+        out / CHECKPOINT,
+    )
+
+
+def resume_state(out: Path, config: dict, model, optimizer) -> dict:
+    """Load model and optimizer (with its LR scheduler) from the run's checkpoint; return the saved run state."""
+    path = out / CHECKPOINT
+    try:
+        ckpt = paddle.load(str(path))
+    except Exception as exc:  # a corrupt file is not expected (atomic writes), but say what failed
+        raise ConfigError(f"cannot read the checkpoint {path}: {exc}") from exc
+    check_resumable(ckpt["state"]["config"], config, path)
+    load_weights(model, ckpt["model"], model_name=config["model"]["name"], source=str(path))
+    inverse = {v: k for k, v in _names(model).items()}
+    optimizer.set_state_dict(_rename(ckpt["optimizer"], inverse))
+    return ckpt["state"]
