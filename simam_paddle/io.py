@@ -2,7 +2,8 @@
 
 A process killed at any moment (SIGKILL included) leaves either the old file or the new one, never
 a half-written file; what it may leave is the temporary file ``.<name>.<random>.tmp`` beside the
-target, which ``remove_temp_files`` clears (every tool that writes into a folder calls it first).
+target, which ``remove_temp_files`` clears (a run's start clears its run directory's, an export
+its own).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 import pytest
-from helpers import CIFAR10_JPEG
+from helpers import CIFAR10_JPEG, write_learnable_image_folder
 
 
 @pytest.fixture
@@ -16,6 +16,20 @@ def cifar10_jpeg() -> Path:
     if not (CIFAR10_JPEG / "train").is_dir():
         pytest.skip(f"real CIFAR-10 copy not found at {CIFAR10_JPEG} (set SIMAM_DATA_DIR to the folder holding cifar10-jpeg/)")
     return CIFAR10_JPEG
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """A small generated CIFAR-10-shaped image folder (PNG, 2 train and 2 test images per class), for
+    tests that need image files on any clone."""
+    return write_learnable_image_folder(tmp_path_factory.mktemp("images"), train_per_class=2, test_per_class=2)
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that read the real CIFAR-10 copy carry the ``real_data`` marker (``-m "not real_data"``)."""
+    for item in items:
+        if "cifar10_jpeg" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_data)
 
 
 @pytest.fixture(autouse=True)

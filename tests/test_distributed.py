@@ -13,8 +13,11 @@ import sys
 
 import numpy as np
 import paddle
+import pytest
 from helpers import REPO_ROOT, run_train
 from helpers import write_learnable_image_folder as write_image_folder
+
+pytestmark = pytest.mark.integration  # tools run end to end in subprocesses
 
 
 def common(root, out, batch):

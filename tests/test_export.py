@@ -19,8 +19,8 @@ from simam_paddle.run_dir import load_run_model
 
 
 @pytest.fixture
-def run_dir(tmp_path, cifar10_jpeg):
-    return make_run_dir(tmp_path / "run", "model.name=alexnet_simam", "model.e_lambda=1e-5", f"data.root={cifar10_jpeg}")
+def run_dir(tmp_path, image_folder):
+    return make_run_dir(tmp_path / "run", "model.name=alexnet_simam", "model.e_lambda=1e-5", f"data.root={image_folder}")
 
 
 def independent_check(run_dir, folder, count=5):
@@ -103,7 +103,7 @@ def test_failed_check_writes_nothing(run_dir, monkeypatch, capsys):
         (["{tmp}/missing", "--format", "paddle"], "is not a run directory"),
         (["{run}", "--format", "paddle", "--weights", "final"], "has no final weights"),
         (["{run}", "--format", "paddle", "--num-images", "0"], "number of images must be >= 1"),
-        (["{run}", "--format", "paddle", "--num-images", "20000"], "offers 10000 taken class by class"),
+        (["{run}", "--format", "paddle", "--num-images", "20000"], "offers 20 taken class by class"),
         (["{run}", "--format", "paddle", "--tolerance", "-1"], "tolerance must be >= 0"),
     ],
 )
@@ -122,7 +122,29 @@ def test_command_line_exit_status(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["paddle", pytest.param("onnx", marks=needs_onnx)])
-def test_resnet18_simam_export(tmp_path, cifar10_jpeg, fmt):
-    run = make_run_dir(tmp_path / "run", "model.name=resnet18_simam", f"data.root={cifar10_jpeg}")
+def test_resnet18_simam_export(tmp_path, image_folder, fmt):
+    run = make_run_dir(tmp_path / "run", "model.name=resnet18_simam", f"data.root={image_folder}")
     assert main([str(run), "--format", fmt, "--num-images", "4"]) == 0
     independent_check(run, run / "export" / fmt, count=3)
+
+
+@pytest.mark.parametrize("fmt", ["paddle", pytest.param("onnx", marks=needs_onnx)])
+def test_round_trip_on_real_cifar10_images(tmp_path, cifar10_jpeg, fmt, capsys):
+    run = make_run_dir(tmp_path / "run", "model.name=alexnet_simam", "model.e_lambda=1e-5", f"data.root={cifar10_jpeg}")
+    assert main([str(run), "--format", fmt]) == 0
+    assert f"16 real test images from {cifar10_jpeg / 'test'}" in capsys.readouterr().out
+    independent_check(run, run / "export" / fmt, count=4)
+
+
+def test_a_failed_overwrite_keeps_the_old_export_and_stale_temp_folders_go(run_dir, monkeypatch, capsys):
+    assert main([str(run_dir), "--format", "paddle", "--num-images", "2"]) == 0
+    folder = run_dir / "export" / "paddle"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    stale = run_dir / "export" / ".paddle.k1ll3d.tmp"  # what a SIGKILL during an export leaves
+    stale.mkdir()
+    (stale / "model.json").write_text("half")
+    real = export_module.RUNNERS["paddle"]
+    monkeypatch.setitem(export_module.RUNNERS, "paddle", lambda f: (lambda batch: real(f)(batch) + 1.0))
+    assert main([str(run_dir), "--format", "paddle", "--num-images", "2", "--overwrite"]) == 1
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before, "the old export must survive"
+    assert sorted(p.name for p in (run_dir / "export").iterdir()) == ["paddle"], "no temp folder left behind"

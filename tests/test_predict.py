@@ -1,4 +1,4 @@
-"""predict: top-k on real CIFAR-10 test images from a run and from its exports; errors name the file."""
+"""predict: top-k on image files from a run and from its exports; errors name the file."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ def run_dir(tmp_path):
 
 
 @pytest.fixture
-def images(cifar10_jpeg):
-    return [cifar10_jpeg / "test" / name / "0000.jpg" for name in ("cat", "ship", "frog")]
+def images(image_folder):
+    return [image_folder / "test" / name / "0000.png" for name in ("cat", "ship", "frog")]
 
 
 def expected_probabilities(run_dir, paths):
@@ -110,3 +110,10 @@ def test_command_line_exit_status_for_a_bad_image(run_dir, tmp_path):
         [sys.executable, "-m", "simam_paddle.predict", str(run_dir), str(bad)], cwd=REPO_ROOT, capture_output=True, text=True
     )
     assert result.returncode == 2 and f"{bad}: not a readable image" in result.stderr
+
+
+def test_real_cifar10_jpegs(run_dir, cifar10_jpeg):
+    paths = [cifar10_jpeg / "test" / name / "0000.jpg" for name in ("cat", "ship", "frog")]
+    probs = expected_probabilities(run_dir, paths)
+    for top, p in zip(predict(run_dir, paths, top_k=1), probs):
+        assert top[0] == (CLASS_NAMES[int(p.argmax())], pytest.approx(float(p.max()), abs=1e-6))

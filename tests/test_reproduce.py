@@ -6,8 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
 from helpers import REPO_ROOT
 from helpers import write_learnable_image_folder as write_image_folder
+
+pytestmark = pytest.mark.integration  # tools run end to end in subprocesses
 
 
 def reproduce(tmp_path, root, *extra):

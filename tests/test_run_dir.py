@@ -14,6 +14,8 @@ from simam_paddle.config import load_config
 from simam_paddle.io import atomic_write_text
 from simam_paddle.models import WeightsMismatch, load_weights
 
+pytestmark = pytest.mark.integration  # tools run end to end in subprocesses
+
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):

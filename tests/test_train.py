@@ -21,6 +21,8 @@ import yaml
 from helpers import REPO_ROOT, run_train
 from helpers import write_learnable_image_folder as write_image_folder
 
+pytestmark = pytest.mark.integration  # tools run end to end in subprocesses
+
 TIMING_KEYS = {"epoch_time", "train_ips", "val_ips"}
 
 

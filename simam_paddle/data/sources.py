@@ -1,5 +1,7 @@
 """Where CIFAR-10 comes from: the official python archive, an image-folder tree, or Paddle's cache.
 
+``resolve_source(data.root)`` is the one reading of ``data.root``; ``load_split`` reads a split of it.
+
 Every source is read into memory as uint8 RGB images [N, H, W, 3] (HWC, the cv2 backend's layout) and
 int64 labels [N] in CIFAR-10's label order (airplane=0 ... truck=9). Reading everything up front costs a
 few seconds for the 60,000 images and means a broken file stops the run at start, by name, instead of
