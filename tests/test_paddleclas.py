@@ -76,6 +76,19 @@ def test_default_placement_counts_one_simam_per_block(arch, name, count):
     assert list(model.state_dict()) == keys
 
 
+def test_other_backbones_have_no_default_placement_and_look_alike_blocks_are_named(arch):
+    from paddleclas.ppcls.arch.backbone.legendary_models import resnet
+
+    with pytest.raises(ValueError, match="PPLCNetV2 has no block of a paddle.vision.models ResNet"):
+        add_simam(arch.PPLCNetV2_small(class_num=10))
+    # a ResNet whose conv1 units are DiverseBranchBlocks: its BasicBlocks are not built like ResNet18's
+    dbb = resnet.ResNet(config=resnet.NET_CONFIG["18"], stages_pattern=resnet.MODEL_STAGES_PATTERN["ResNet18"],
+                        layer_type="DiverseBranchBlock", class_num=10)
+    with pytest.raises(ValueError, match=r"BasicBlock blocks.0, blocks.1, blocks.2 and 5 more: named like a block"):
+        add_simam(dbb)
+    assert simam_sites(dbb) == []
+
+
 def _trace(model: nn.Layer, x: paddle.Tensor) -> list[tuple[str, nn.Layer]]:
     """The convolutions and BatchNorms of ``model`` in the order a forward pass runs them."""
     order, handles = [], []

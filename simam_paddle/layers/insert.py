@@ -12,9 +12,9 @@ checked by their structure, so that PaddleClas is never imported here: ResNet an
 ``conv1.bn``), MobileNetV3 (``ResidualUnit``: after ``bottleneck_conv.conv``, the depthwise
 convolution, before ``bottleneck_conv.bn``), PP-LCNet (``DepthwiseSeparable``: after
 ``dw_conv.conv``, before ``dw_conv.bn``) and MobileNetV1 (``DepthwiseSeparable``: after
-``depthwise_conv.conv``, before ``depthwise_conv.bn``). A block of one of these names that is not built so (say,
-ResNet18_dbb's, whose ``conv1`` is a DiverseBranchBlock) makes the default placement an error that
-names it, rather than a model with SimAM in some blocks only.
+``depthwise_conv.conv``, before ``depthwise_conv.bn``). A block of one of these names that is not
+built so (say, in a ResNet built with ``layer_type="DiverseBranchBlock"``, or ResNet50_vc's) makes the
+default placement an error that names it, rather than a model with SimAM in some blocks only.
 
 How it is attached: the attention becomes a child ``attn`` of the layer it follows, and a forward
 post-hook of that layer passes the layer's output through it. No layer is replaced or renamed, so the
