@@ -134,3 +134,43 @@ def test_add_attention_needs_an_attention(attn_layer, error):
     with pytest.raises(ValueError, match=error):
         add_attention(model, attn_layer)
     assert simams(model) == []
+
+
+class ConvBNLayer(nn.Layer):
+    """Shaped like PaddleClas's ConvBNLayer: ``conv`` then ``bn``."""
+
+    def __init__(self, channels: int, kernel: int, data_format: str = "NCHW"):
+        super().__init__()
+        self.conv = nn.Conv2D(channels, channels, kernel, padding=kernel // 2, data_format=data_format)
+        self.bn = nn.BatchNorm2D(channels, data_format=data_format)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class BasicBlock(nn.Layer):
+    """Named like PaddleClas's ResNet block (and paddle.vision's), built as the test asks."""
+
+    def __init__(self, conv1_kernel: int = 3, data_format: str = "NCHW"):
+        super().__init__()
+        self.conv0 = ConvBNLayer(4, 3, data_format)
+        self.conv1 = ConvBNLayer(4, conv1_kernel, data_format)
+
+    def forward(self, x):
+        return x + self.conv1(self.conv0(x))
+
+
+def test_a_block_named_and_built_like_paddleclas_gets_the_default_placement():
+    model = nn.Sequential(BasicBlock(), BasicBlock())
+    assert add_simam(model) == 2
+    assert [name for name, _ in simams(model)] == ["0.conv1.conv.attn", "1.conv1.conv.attn"]
+
+
+@pytest.mark.parametrize("block", [lambda: BasicBlock(conv1_kernel=1), lambda: BasicBlock(data_format="NHWC")])
+def test_a_block_named_like_paddleclas_but_built_otherwise_is_an_error(block):
+    model = nn.Sequential(block(), block())
+    message = (r"BasicBlock 0, 1: named like a block of a PaddleClas backbone but not built like one "
+               r"\(conv1.conv, a 3x3 NCHW Conv2D, then conv1.bn\), so there is no default placement for it: pass after_names=")
+    with pytest.raises(ValueError, match=message):
+        add_simam(model)
+    assert simams(model) == []
