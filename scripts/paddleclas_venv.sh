@@ -78,4 +78,4 @@ EOF
 )
 
 "$py" -m pip install --quiet pytest
-SIMAM_PADDLE_CACHE_DIR="$venv/kernel-cache" "$py" -m pytest tests/test_paddleclas.py -p no:cacheprovider -q
+SIMAM_PADDLE_CACHE_DIR="$venv/kernel-cache" "$py" -m pytest tests/test_paddleclas.py -p no:cacheprovider -q -m "not paddleclas_source"

@@ -68,6 +68,7 @@ SITES = {
 FAMILIES = ["ResNet18", "ResNet50_vd", "MobileNetV1_x0_25", "MobileNetV3_small_x0_35", "PPLCNet_x0_25"]
 
 
+@pytest.mark.paddleclas
 @pytest.mark.parametrize("name, count", SITES.items())
 def test_default_placement_counts_one_simam_per_block(arch, name, count):
     model = getattr(arch, name)(class_num=10)
@@ -76,6 +77,7 @@ def test_default_placement_counts_one_simam_per_block(arch, name, count):
     assert list(model.state_dict()) == keys
 
 
+@pytest.mark.paddleclas
 def test_other_backbones_have_no_default_placement_and_look_alike_blocks_are_named(arch):
     from paddleclas.ppcls.arch.backbone.legendary_models import resnet
 
@@ -126,6 +128,7 @@ def _papers_sites(name: str, order: list[tuple[str, nn.Layer]]) -> dict[str, str
     return sites
 
 
+@pytest.mark.paddleclas
 @pytest.mark.parametrize("name", FAMILIES)
 def test_default_placement_is_the_papers_rule(arch, name):
     """Each SimAM takes the raw output of the convolution the paper's rule names, and its BatchNorm takes SimAM's output."""
@@ -158,6 +161,7 @@ def test_default_placement_is_the_papers_rule(arch, name):
                                    err_msg=conv_name)
 
 
+@pytest.mark.paddleclas
 @pytest.mark.parametrize("name", FAMILIES)
 def test_forward_and_backward(arch, name):
     plain = getattr(arch, name)(class_num=5)
@@ -175,6 +179,7 @@ def test_forward_and_backward(arch, name):
         assert np.abs(grads[f"{site}.weight"].numpy()).sum() > 0, site
 
 
+@pytest.mark.paddleclas
 def test_a_simam_backbone_trains(arch):
     """A few Momentum steps on one batch lower its loss: SimAM's gradient is usable."""
     model = arch.SimAM_ResNet18(class_num=4)
@@ -190,6 +195,7 @@ def test_a_simam_backbone_trains(arch):
     assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0], losses
 
 
+@pytest.mark.paddleclas
 @pytest.mark.parametrize("name", ["ResNet50_vd", "PPLCNet_x0_25"])
 def test_jit_save_and_paddle_inference_match_the_dynamic_graph(arch, name, tmp_path):
     from simam_paddle.export import paddle_runner
@@ -209,6 +215,7 @@ def test_jit_save_and_paddle_inference_match_the_dynamic_graph(arch, name, tmp_p
 # The SimAM architectures in PaddleClas's architecture lookup
 
 
+@pytest.mark.paddleclas
 def test_register_adds_a_simam_twin_of_every_known_backbone(arch):
     names = paddleclas.register(arch)
     assert len(names) == 33 and names == sorted(names)
@@ -218,6 +225,7 @@ def test_register_adds_a_simam_twin_of_every_known_backbone(arch):
     assert not any(n.startswith(("SimAM_PPLCNetV2", "SimAM_ResNet50_vc", "SimAM_SE_")) for n in names)
 
 
+@pytest.mark.paddleclas
 def test_a_paddleclas_config_builds_the_simam_backbone(arch, tmp_path):
     """PaddleClas's own config loader and build_model, as its engine calls them, given Arch.name: SimAM_ResNet50_vd."""
     from paddleclas.ppcls.utils.config import get_config
@@ -231,6 +239,7 @@ def test_a_paddleclas_config_builds_the_simam_backbone(arch, tmp_path):
     assert model(paddle.randn([1, 3, 64, 64])).shape == [1, 10]
 
 
+@pytest.mark.paddleclas
 def test_plain_pretrained_weights_load_into_the_simam_backbone_unchanged(arch, tmp_path):
     """A plain ResNet50_vd's .pdparams (as PaddleClas publishes them) loads through PaddleClas's own loader."""
     plain = arch.ResNet50_vd(class_num=10)
@@ -250,6 +259,7 @@ def test_plain_pretrained_weights_load_into_the_simam_backbone_unchanged(arch, t
     assert differs(model(x).numpy(), plain(x).numpy())
 
 
+@pytest.mark.paddleclas
 def test_the_readme_example_runs(arch, capsys):
     text = (REPO_ROOT / "README.md").read_text()
     section = text[text.index("## SimAM in PaddleClas"):]
@@ -430,6 +440,7 @@ Metric:
 
 
 @pytest.mark.integration
+@pytest.mark.paddleclas_source
 def test_paddleclas_engine_trains_a_simam_backbone_on_a_tiny_image_list(tmp_path):
     source = os.environ.get("PADDLECLAS_SOURCE")
     if not source or not (Path(source) / "tools" / "train.py").is_file():

@@ -6,8 +6,8 @@ SimAM itself, and ``simam_relu_maxpool`` (``csrc/simam_relu_pool_op.cc``), SimAM
 optional max-pool as one call (see ``fusion.py``); ``csrc/simam_channel.h`` holds the per-channel
 arithmetic both share. The first build on a machine takes 10-30 s and goes to a per-user cache
 directory, ``$SIMAM_PADDLE_CACHE_DIR`` or ``~/.cache/simam_paddle`` (``$XDG_CACHE_HOME`` is
-honoured), under a name that changes with the sources and their folder, the flags, Paddle and Python; later
-processes load it in about a second.
+honoured), under a name that changes with the sources and their folder, the flags, the Paddle
+installation and Python; later processes load it in about a second.
 
 Threads: ``$SIMAM_PADDLE_NUM_THREADS`` when set; otherwise the CPU cores this process may run on,
 shared out among the processes of a distributed launch on this machine (``$PADDLE_LOCAL_SIZE``),
@@ -75,7 +75,8 @@ def cache_dir() -> Path:
     signature = "\n".join(
         [
             *(hashlib.sha256(path.read_bytes()).hexdigest() for path in SOURCES + HEADERS),
-            str(CSRC),  # Paddle rebuilds a cached library whose sources it finds at another path
+            str(CSRC),  # Paddle rebuilds a cached library whose sources it finds at another path,
+            str(Path(paddle.__file__).parent),  # or that another Paddle installation built
             " ".join(CXX_FLAGS + LD_FLAGS),
             paddle.__version__,
             sys.version,
