@@ -37,6 +37,7 @@ from .io import atomic_paddle_save, atomic_write_json
 from .layers import SimAM, simam_kernel
 from .layers.simam import resolve_backend
 from .losses import LabelSmoothingCrossEntropy
+from .models import model_table, parameter_count
 from .plots import plot_curves, plot_predictions
 
 
@@ -107,7 +108,7 @@ def check_environment(config: dict) -> None:
 def new_history(config: dict, model: paddle.nn.Layer, steps_per_epoch: int) -> dict:
     return {
         "model": config["model"]["name"],
-        "params": int(sum(np.prod(p.shape) for p in model.parameters())),
+        "params": parameter_count(model),
         "steps_per_epoch": steps_per_epoch,
         "environment": environment(model),
         "iter_loss": {"iter": [], "loss": [], "lr": []},
@@ -353,6 +354,8 @@ def parse_args(argv: list[str] | None):
                         "completed epoch")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in train.output_dir")
     p.add_argument("--print-config", action="store_true", help="print the resolved config, every key with its meaning, and exit")
+    p.add_argument("--list-models", action="store_true",
+                   help="print every model name (model.name) with its parameter count for 10 classes, and exit")
     return p.parse_args(argv)
 
 
@@ -368,10 +371,22 @@ def resolve_config(args) -> dict:
     return load_config(path, overrides + flags)
 
 
+def list_models_text(num_classes: int = 10) -> str:
+    """What ``--list-models`` prints: a line per model name, with its parameter count for ``num_classes`` classes."""
+    table = model_table(num_classes)
+    width = max(len(name) for name, _ in table)
+    lines = [f"{'model.name':<{width}}  parameters ({num_classes} classes)"]
+    lines += [f"{name:<{width}}  {count:>14,}" for name, count in table]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def work() -> int:
+        if args.list_models:
+            print(list_models_text(), end="")
+            return cli.EXIT_OK
         config = resolve_config(args)
         if args.print_config:
             print(describe(config), end="")
