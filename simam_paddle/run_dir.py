@@ -143,13 +143,18 @@ def save_classes(run_dir: str | Path, classes: list[str]) -> None:
 
 
 def run_classes(run_dir: str | Path, config: dict) -> list[str]:
-    """The class names of a run in label order: its ``classes.json``; for a run without one (written
-    before runs saved them), CIFAR-10's names for 10 classes, ``class_<k>`` otherwise."""
+    """The class names of a run in label order: its ``classes.json``. A run without one (written before
+    runs saved them): CIFAR-10's names for 10 classes, ``class_<k>`` for another number, and with a
+    null ``model.num_classes`` the classes of its ``data.root``."""
     path = Path(run_dir) / CLASSES
     wanted = config["model"]["num_classes"]
     if not path.is_file():
         if wanted is None:
-            raise ConfigError(f"{run_dir}: model.num_classes is null in {CONFIG} and there is no {CLASSES} to count the classes")
+            try:
+                return classes_of(config["data"]["root"])
+            except (FileNotFoundError, ValueError) as exc:
+                raise ConfigError(f"{run_dir} has no {CLASSES} and model.num_classes is null; its data.root does not "
+                                  f"tell the classes either: {exc}") from exc
         return class_names(wanted)
     names = json.loads(path.read_text())
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
