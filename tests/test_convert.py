@@ -17,7 +17,7 @@ import zipfile
 import numpy as np
 import paddle
 import pytest
-from helpers import run_tool
+from helpers import run_tool, run_train, write_learnable_image_folder
 
 from simam_paddle import build_model
 from simam_paddle.convert import convert
@@ -297,3 +297,21 @@ def test_tensors_of_every_dtype_and_layout_read_as_pytorch_holds_them(tmp_path):
         np.testing.assert_array_equal(got["tensors"][key], want, err_msg=key)
         assert got["tensors"][key].dtype == want.dtype, key
     assert got["nested"] == [1, 2.5, "x", b"raw", (3, None)]
+
+
+@needs_torch
+@pytest.mark.integration
+def test_a_converted_checkpoint_fine_tunes_on_an_image_folder(tmp_path):
+    import torch
+
+    model = randomised(torch_models()["resnet18_simam"](0.1, num_classes=1000))
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "official.pth.tar")
+    run_tool("convert", tmp_path / "official.pth.tar", "--model", "resnet18_simam", "--output", tmp_path / "r18.pdparams")
+    root = write_learnable_image_folder(tmp_path / "data", 4, 2, classes=["cat", "dog", "fox"], val_folder="val")
+    out = tmp_path / "run"
+    run_train("-o", "model.name=resnet18_simam", "-o", "model.e_lambda=0.1",
+              "-o", f"model.pretrained={tmp_path / 'r18.pdparams'}", "-o", "data.image_size=32",
+              "-o", f"data.root={root}", "-o", f"train.output_dir={out}", "-o", "data.batch_size=4",
+              "-o", "data.num_workers=0", "-o", "train.epochs=1", "-o", "train.throughput_batches=1")
+    log = (out / "train.log").read_text()
+    assert "except the classifier fc.weight, fc.bias, which starts new: the weights have 1000 classes, the model 3" in log
