@@ -14,7 +14,7 @@ from helpers import CLASS_NAMES, run_tool, run_train, write_image_folder, write_
 
 from simam_paddle.config import ConfigError, load_config
 from simam_paddle.data import build_test_transform, classes_of, load_split
-from simam_paddle.data.transforms import build_recipe_train_transform, resize_size
+from simam_paddle.data.transforms import build_recipe_train_transform, build_train_transform, resize_size
 from simam_paddle.run_dir import build_run_model, resolve_classes
 
 
@@ -80,6 +80,15 @@ def test_images_of_many_sizes_are_stored_as_the_transforms_first_resize_makes_th
     assert from_stored.shape == (3, 224, 224)
 
 
+@pytest.mark.parametrize("size", [64, 224])
+@pytest.mark.parametrize("name", ["recipe", "fast", "none"])
+def test_every_pipeline_gives_images_of_data_image_size(name, size):
+    image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    np.random.seed(0)
+    assert build_train_transform(name, size)(image).shape == (3, size, size)
+    assert build_test_transform(size)(image).shape == (3, size, size)
+
+
 def test_images_of_one_small_size_are_kept_as_they_are(tmp_path):
     expected = write_image_folder(tmp_path, {"train": 1, "test": 1})
     images, _ = load_split(tmp_path, "test", size=128)
@@ -136,6 +145,7 @@ def test_a_three_class_folder_trains_end_to_end_and_predicts_with_its_class_name
     assert "real test images" in meta.stdout
     exported = json.loads((out / "export" / "paddle" / "export.json").read_text())
     assert exported["class_names"] == classes and exported["input"]["shape"] == [None, 3, 64, 64]
+    assert "3 images" in run_tool("visualize", out, "--num-images", "3").stdout  # titled with the class names
     from_export = run_tool("predict", out / "export" / "paddle", *images, "--top-k", "1").stdout
     predicted = [line.split(": ")[1].split()[0] for line in from_export.splitlines() if line.startswith(str(root))]
     assert predicted == [line.split(": ")[1].split()[0] for line in lines], from_export
