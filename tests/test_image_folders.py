@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import paddle.vision.transforms as T
 import pytest
-from helpers import CLASS_NAMES, run_tool, run_train, write_image_folder, write_learnable_image_folder
+from helpers import CLASS_NAMES, make_run_dir, run_tool, run_train, write_image_folder, write_learnable_image_folder
 
 from simam_paddle.config import ConfigError, load_config
 from simam_paddle.data import build_test_transform, classes_of, load_split
@@ -149,3 +149,15 @@ def test_a_three_class_folder_trains_end_to_end_and_predicts_with_its_class_name
     from_export = run_tool("predict", out / "export" / "paddle", *images, "--top-k", "1").stdout
     predicted = [line.split(": ")[1].split()[0] for line in from_export.splitlines() if line.startswith(str(root))]
     assert predicted == [line.split(": ")[1].split()[0] for line in lines], from_export
+
+
+def test_visualize_titles_name_the_runs_classes(tmp_path, monkeypatch):
+    from simam_paddle import visualize
+
+    root = write_learnable_image_folder(tmp_path / "data", 1, 2, classes=["cat", "dog", "fox"], val_folder="val")
+    run = make_run_dir(tmp_path / "run", "model.name=resnet18_simam", f"data.root={root}", "data.image_size=32")
+    titles = []
+    monkeypatch.setattr(visualize, "draw", lambda images, maps, t: titles.extend(t) or visualize.Figure())
+    visualize.visualize(run, num_images=3)
+    assert [title.split("\n")[0] for title in titles] == ["true: cat", "true: dog", "true: fox"]
+    assert all(title.split("\n")[1].split()[1] in ("cat", "dog", "fox") for title in titles)  # "pred: <name> <p>"
