@@ -179,8 +179,9 @@ def plot_prediction_grid(model, run: dict, path: Path) -> str | None:
     """``model`` (the run's best) on 18 evenly spaced test images; returns why not when it cannot be drawn."""
     import paddle
 
-    from .data import CLASS_NAMES, build_loader, evenly_spaced_images
+    from .data import build_loader, evenly_spaced_images
     from .plots import plot_predictions
+    from .run_dir import run_classes
 
     config = run["config"]
     config = {**config, "data": {**config["data"], "num_workers": 0, "download": False}}
@@ -191,7 +192,7 @@ def plot_prediction_grid(model, run: dict, path: Path) -> str | None:
     images, truth = evenly_spaced_images(val_loader, 18)
     with paddle.no_grad():
         predicted = model(paddle.to_tensor(images)).argmax(axis=1).tolist()
-    plot_predictions(images, predicted, truth, CLASS_NAMES, path)
+    plot_predictions(images, predicted, truth, run_classes(run["dir"], config), path)
     return None
 
 
@@ -211,7 +212,8 @@ def compare(run_dirs: list[Path], out: Path, measure_throughput: bool = True, re
             print(f"note: no prediction grid for {name}: {exc}", file=sys.stderr)
     throughput = None
     if measure_throughput and loaded:
-        throughput = model_throughput(loaded, kept[0]["config"]["data"]["batch_size"], repeats)
+        throughput = model_throughput(loaded, kept[0]["config"]["data"]["batch_size"], repeats,
+                                      input_size=kept[0]["config"]["data"]["image_size"])
     models = summarise(kept, throughput)
     out.mkdir(parents=True, exist_ok=True)
     env = kept[0]["history"]["environment"] if kept else {}
@@ -220,7 +222,8 @@ def compare(run_dirs: list[Path], out: Path, measure_throughput: bool = True, re
         "recipe": recipe_key(kept[0]["config"]) if kept else None,
         "flagged": [{"dir": r["dir"], "reason": r["reason"]} for r in flagged],
         "environment": env,
-        "throughput_method": (f"model-only: eval forward of a [{kept[0]['config']['data']['batch_size']}, 3, 128, 128] "
+        "throughput_method": (f"model-only: eval forward of a [{kept[0]['config']['data']['batch_size']}, 3, "
+                              f"{kept[0]['config']['data']['image_size']}, {kept[0]['config']['data']['image_size']}] "
                               f"batch, models interleaved in one process, median of {repeats} after 2 warm-up"
                               if throughput else "not measured"),
     }

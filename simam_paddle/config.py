@@ -51,19 +51,21 @@ def _choice(*options):
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
-        "name": Key("alexnet_simam", "str", "model to train: alexnet | alexnet_simam (any name of simam_paddle.list_models())", lambda v: v in _model_names(), lambda: "a name build_model knows: " + ", ".join(_model_names())),
-        "num_classes": Key(10, "int", "number of output classes", _positive, "> 0"),
-        "e_lambda": Key(1e-4, "float", "SimAM lambda (1e-4 official default; the notebook used 1e-5)", _positive, "> 0"),
+        "name": Key("alexnet_simam", "str", "model to train: alexnet | alexnet_simam | resnet18_simam | mobilenet_v2_simam ... (all: python -m simam_paddle.train --list-models)", lambda v: v in _model_names(), lambda: "a name build_model knows: " + ", ".join(_model_names())),
+        "num_classes": Key(None, "int?", "number of output classes (null = the number of classes in the data; a different number is an error)", _positive, "> 0 or null"),
+        "e_lambda": Key(1e-4, "float", "SimAM lambda (1e-4 official default; the notebook used 1e-5; the official ImageNet weights 0.1)", _positive, "> 0"),
         "dropout": Key(0.5, "float", "dropout of AlexNet's classifier (0 = off); other models have none", lambda v: 0 <= v < 1, "in [0, 1)"),
+        "pretrained": Key(None, "str?", "weights to start from: a .pdparams file (e.g. from simam_paddle.convert) or a run directory (its best weights); loaded strictly, but for a classifier of another num_classes, which starts new"),
     },
     "data": {
-        "root": Key(None, "str?", "cifar-10-python.tar.gz path, image-folder root (train/, test/), or null for Paddle's cache"),
+        "root": Key(None, "str?", "cifar-10-python.tar.gz path, image-folder root (train/<class>/, val/<class>/ or test/<class>/), or null for Paddle's CIFAR-10 cache"),
+        "image_size": Key(128, "int", "side of the square images the model sees; the recipe's transforms are scaled to it (AlexNet needs 128)", lambda v: v >= 16, ">= 16"),
         "download": Key(True, "bool", "let Paddle download CIFAR-10 into its cache when root is null"),
         "train_transforms": Key("recipe", "str", "train pipeline: recipe (the notebook's, step for step) | fast (same distributions, less work) | none (no augmentation)", _choice("recipe", "fast", "none"), "one of recipe, fast, none"),
         "batch_size": Key(128, "int", "images per batch, per process", _positive, ">= 1"),
         "num_workers": Key(2, "int", "data-loading worker processes (0 = load in the main process)", _non_negative, ">= 0"),
-        "limit_train": Key(None, "int?", "class-balanced subset of the training set (null = all 50,000)", _positive, ">= 1 or null"),
-        "limit_val": Key(None, "int?", "class-balanced subset of the test set (null = all 10,000)", _positive, ">= 1 or null"),
+        "limit_train": Key(None, "int?", "class-balanced subset of the training set (null = all, CIFAR-10: 50,000)", _positive, ">= 1 or null"),
+        "limit_val": Key(None, "int?", "class-balanced subset of the validation set (null = all, CIFAR-10: 10,000)", _positive, ">= 1 or null"),
         "mixup_alpha": Key(0.0, "float", "batch Mixup, lam ~ Beta(alpha, alpha); 0 = off (the notebook's MixupImage did nothing)", _non_negative, ">= 0"),
     },
     "loss": {

@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         apply_overrides(config, args.override)
         val_loader = build_loader(config, "val")
         result = evaluate(model, val_loader, config["loss"]["smoothing"])
-        model_ips = model_throughput({"model": model}, config["data"]["batch_size"], args.batches)["model"]
+        model_ips = model_throughput({"model": model}, config["data"]["batch_size"], args.batches,
+                                     input_size=config["data"]["image_size"])["model"]
         print(f"{config['model']['name']} ({args.weights} weights) on {result['images']} test images")
         print(f"  val loss {result['loss']:.4f}  val acc {result['acc']:.4f}")
         print(f"  throughput: model-only {model_ips:.1f} img/s (batch {config['data']['batch_size']}, ready tensors, "

@@ -9,8 +9,9 @@ Writes (default ``RUN_DIR/export/<format>/``):
     onnx     model.onnx                      paddle2onnx (opset 13), for onnxruntime and others
     both     export.json                     model, weights, class names, input and preprocessing, the check
 
-The input is a float32 batch [N, 3, S, S] with any N (S = 128, or the model's ``input_size``), images
-prepared as by ``simam_paddle.data.build_test_transform``; the output is the logits [N, num_classes].
+The input is a float32 batch [N, 3, S, S] with any N (S = the run's ``data.image_size``, 128 in the
+recipe), images prepared as by ``simam_paddle.data.build_test_transform``; the output is the logits
+[N, num_classes], in the order of the run's class names (export.json).
 
 Every export is checked before it is put in place: test images (real ones from ``data.root`` when it
 is an image folder, else rendered ones; the message says which) go through the dynamic-graph model
@@ -41,21 +42,24 @@ import numpy as np
 import paddle
 
 from .config import ConfigError
-from .data import class_names, sample_images
-from .data.transforms import MEAN, SIZE, STD
+from .data import sample_images
+from .data.transforms import MEAN, STD
 from .errors import ExportError
 from .io import atomic_write_json, remove_temp_files
-from .run_dir import EXPORT, WEIGHTS, load_run_model
+from .run_dir import EXPORT, WEIGHTS, load_run_model, run_classes
 
 FORMATS = ("paddle", "onnx")
 TOLERANCE = 1e-4  # largest allowed |logit difference| between the export and the dynamic-graph model
 ONNX_OPSET = 13
 INPUT_NAME = "image"
 META_FILE = "export.json"
-PREPROCESSING = (
-    f"simam_paddle.data.build_test_transform: RGB uint8 HWC -> resize to {SIZE}x{SIZE}, scale to [0, 1], "
-    f"normalise with mean {MEAN} and std {STD}, CHW float32"
-)
+
+
+def preprocessing(size: int) -> str:
+    """How an input image is prepared, in words, for export.json."""
+    return (f"simam_paddle.data.build_test_transform: RGB uint8 HWC -> resize to {size}x{size}, scale to [0, 1], "
+            f"normalise with mean {MEAN} and std {STD}, CHW float32")
+
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -71,13 +75,7 @@ def _require_onnx():
     return paddle2onnx, onnxruntime
 
 
-def input_size(model: paddle.nn.Layer) -> int:
-    """The square input size a model declares (``model.input_size``), else the test transforms' size."""
-    return int(getattr(model, "input_size", None) or SIZE)
-
-
-def _jit_save(model: paddle.nn.Layer, prefix: Path) -> Path:
-    size = input_size(model)
+def _jit_save(model: paddle.nn.Layer, prefix: Path, size: int) -> Path:
     spec = [paddle.static.InputSpec([None, 3, size, size], "float32", INPUT_NAME)]
     paddle.jit.save(model, str(prefix), input_spec=spec)
     return _program_file(prefix.parent)
@@ -91,14 +89,14 @@ def _program_file(folder: Path) -> Path:
     raise FileNotFoundError(f"{folder} holds no exported Paddle program (model.json or model.pdmodel)")
 
 
-def write_paddle(model: paddle.nn.Layer, folder: Path) -> None:
-    _jit_save(model, folder / "model")
+def write_paddle(model: paddle.nn.Layer, folder: Path, size: int) -> None:
+    _jit_save(model, folder / "model", size)
 
 
-def write_onnx(model: paddle.nn.Layer, folder: Path) -> None:
+def write_onnx(model: paddle.nn.Layer, folder: Path, size: int) -> None:
     paddle2onnx, _ = _require_onnx()
     with tempfile.TemporaryDirectory() as tmp:
-        program = _jit_save(model, Path(tmp) / "model")
+        program = _jit_save(model, Path(tmp) / "model", size)
         paddle2onnx.export(
             str(program), str(Path(tmp) / "model.pdiparams"), str(folder / "model.onnx"), opset_version=ONNX_OPSET
         )
@@ -198,6 +196,7 @@ def export(
     if output.exists() and not overwrite and not (output.is_dir() and not any(output.iterdir())):
         raise ConfigError(f"{output} already exists; pass --overwrite to replace it, or choose another --output")
     model, config = load_run_model(run_dir, weights)
+    names, size = run_classes(run_dir, config), config["data"]["image_size"]
     samples = sample_images(config, num_images)
     batch = samples.batch()
     with paddle.no_grad():
@@ -210,7 +209,7 @@ def export(
     staging.chmod(0o755)  # mkdtemp's 0700 would make the export private to this user
     try:
         try:
-            WRITERS[fmt](model, staging)
+            WRITERS[fmt](model, staging, size)
             run = RUNNERS[fmt](staging)
             check = check_export(run, batch, reference, tolerance)
         except ExportError:
@@ -230,15 +229,15 @@ def export(
                 f"(the logits reach {check['max_abs_logit']:.3g}: relative difference "
                 f"{check['max_abs_diff'] / max(check['max_abs_logit'], 1e-30):.1e}); nothing was written"
             )
-        size = input_size(model)
         meta = {
             "format": fmt,
             "files": sorted(p.name for p in staging.iterdir()) + [META_FILE],
             "run_dir": str(Path(run_dir).resolve()),
             "weights": weights,
             "model": dict(config["model"]),
-            "class_names": class_names(config["model"]["num_classes"]),
-            "input": {"name": INPUT_NAME, "shape": [None, 3, size, size], "dtype": "float32", "preprocessing": PREPROCESSING},
+            "class_names": names,
+            "input": {"name": INPUT_NAME, "shape": [None, 3, size, size], "dtype": "float32",
+                      "preprocessing": preprocessing(size)},
             "output": "logits [N, num_classes]",
             "check": check,
             "versions": {"paddlepaddle": paddle.__version__},

@@ -4,8 +4,10 @@
 
 RUN_DIR is a run directory (its ``best`` or ``final`` weights in the dynamic graph); EXPORT_DIR is a
 folder written by ``simam_paddle.export`` (Paddle Inference or ONNX), or a file in it. Images of any
-size are prepared by the test transforms (resize to 128x128, normalise). A file that cannot be read as
-an image stops the run before any model is loaded, with an error naming it and a non-zero exit.
+size are prepared by the test transforms (resize to the run's ``data.image_size``, 128 in the recipe,
+and normalise). The classes are named as the run saved them (``classes.json``; export.json in an
+export). A file that cannot be read as an image stops the run before any model is loaded, with an
+error naming it and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -21,16 +23,16 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from .data import class_names, load_image, preprocess
+from .data import load_image, preprocess
 from .export import META_FILE, load_exported
 from .losses import softmax
-from .run_dir import is_run_dir, load_run_model
+from .run_dir import is_run_dir, load_run_model, run_classes
 
 BATCH_SIZE = 64
 
 
-def load_classifier(path: str | Path, weights: str = "best") -> tuple[Callable[[np.ndarray], np.ndarray], list[str]]:
-    """A function from a preprocessed batch to logits, and the class names, for a run or an export."""
+def load_classifier(path: str | Path, weights: str = "best") -> tuple[Callable[[np.ndarray], np.ndarray], list[str], int]:
+    """A function from a preprocessed batch to logits, the class names and the input size, for a run or an export."""
     path = Path(path)
     if is_run_dir(path):
         model, config = load_run_model(path, weights)
@@ -39,10 +41,10 @@ def load_classifier(path: str | Path, weights: str = "best") -> tuple[Callable[[
             with paddle.no_grad():
                 return model(paddle.to_tensor(batch)).numpy()
 
-        return run, class_names(config["model"]["num_classes"])
+        return run, run_classes(path, config), config["data"]["image_size"]
     if (path if path.is_dir() else path.parent).joinpath(META_FILE).is_file():
         run, meta = load_exported(path)
-        return run, meta["class_names"]
+        return run, meta["class_names"], int(meta["input"]["shape"][2])
     raise FileNotFoundError(
         f"{path} is neither a run directory (no config.yaml) nor an export of simam_paddle.export (no {META_FILE})"
     )
@@ -55,11 +57,11 @@ def predict(
     if top_k < 1:
         raise ValueError(f"top-k must be >= 1, got {top_k}")
     images = [load_image(p) for p in image_paths]  # every file is read before the model is loaded
-    run, names = load_classifier(model_path, weights)
+    run, names, size = load_classifier(model_path, weights)
     k = min(top_k, len(names))
     results = []
     for start in range(0, len(images), BATCH_SIZE):
-        for probs in softmax(run(preprocess(images[start : start + BATCH_SIZE]))):
+        for probs in softmax(run(preprocess(images[start : start + BATCH_SIZE], size))):
             order = np.argsort(-probs, kind="stable")[:k]
             results.append([(names[i], float(probs[i])) for i in order])
     return results

@@ -1,6 +1,7 @@
 """The run directory: what ``simam_paddle.train`` writes, and every tool reads, in ``train.output_dir``.
 
     RUN_DIR/config.yaml            the resolved config (without the one-off flags resume / overwrite)
+    RUN_DIR/classes.json           the class names in label order (a JSON list), for predict, export, visualize
     RUN_DIR/train.log              the log
     RUN_DIR/history.json           every recorded figure, the environment, whether the run finished
     RUN_DIR/checkpoint.pdckpt      the resumable state of the last completed epoch (one file)
@@ -27,10 +28,13 @@ from pathlib import Path
 import paddle
 
 from .config import NON_COMPUTATIONAL, SCHEMA, ConfigError, load_config, save_config
-from .io import atomic_paddle_save, remove_temp_files
+from .data import class_names, classes_of
+from .io import atomic_paddle_save, atomic_write_json, remove_temp_files
 from .models import MODELS, build_model, load_weights
+from .models.weights import read_state
 
 CONFIG = "config.yaml"
+CLASSES = "classes.json"
 LOG = "train.log"
 HISTORY = "history.json"
 CHECKPOINT = "checkpoint.pdckpt"
@@ -43,7 +47,7 @@ EXPORT = "export"
 ATTENTION = "attention.png"
 REPLACED = ".replaced"
 # Everything a training run writes; `--overwrite` moves exactly these aside.
-RUN_FILES = (CONFIG, LOG, HISTORY, CHECKPOINT, *WEIGHTS.values(), *OPTIMIZERS.values(), CURVES, PREDICTIONS, VISUALDL)
+RUN_FILES = (CONFIG, CLASSES, LOG, HISTORY, CHECKPOINT, *WEIGHTS.values(), *OPTIMIZERS.values(), CURVES, PREDICTIONS, VISUALDL)
 # The flags of one invocation, never saved with the run.
 ONE_OFF = ("resume", "overwrite")
 
@@ -95,8 +99,69 @@ def model_options(config: dict) -> dict:
     return options
 
 
+def check_image_size(config: dict) -> None:
+    """A model that takes one input size only (AlexNet: 128) refuses another ``data.image_size``."""
+    name, size = config["model"]["name"], config["data"]["image_size"]
+    needed = MODELS[name].input_size
+    if needed is not None and size != needed:
+        takes_any = ", ".join(n for n, spec in MODELS.items() if spec.input_size is None)
+        raise ConfigError(f"data.image_size={size}: {name} takes {needed}x{needed} images only; set data.image_size={needed}, "
+                          f"or choose a model that takes any size ({takes_any})")
+
+
 def build_run_model(config: dict) -> paddle.nn.Layer:
+    """The model a validated config describes (``model.num_classes`` resolved: see ``resolve_classes``)."""
+    check_image_size(config)
+    if config["model"]["num_classes"] is None:
+        raise ConfigError("model.num_classes is null: it is resolved from the data (resolve_classes) before a model is built")
     return build_model(config["model"]["name"], num_classes=config["model"]["num_classes"], **model_options(config))
+
+
+# -- classes ---------------------------------------------------------------------------------------
+def resolve_classes(config: dict) -> list[str]:
+    """The class names of the data that ``data.root`` names, in label order (``simam_paddle.data.classes_of``).
+
+    A null ``model.num_classes`` becomes their number (in ``config``); another number is a ConfigError
+    naming both.
+    """
+    try:
+        classes = classes_of(config["data"]["root"])
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"data: {exc}") from exc
+    wanted = config["model"]["num_classes"]
+    if wanted is None:
+        config["model"]["num_classes"] = len(classes)
+    elif wanted != len(classes):
+        listed = ", ".join(classes[:12]) + (f" and {len(classes) - 12} more" if len(classes) > 12 else "")
+        raise ConfigError(f"model.num_classes={wanted}, but data.root {config['data']['root']} holds {len(classes)} "
+                          f"classes ({listed}); set model.num_classes={len(classes)}, or null to follow the data")
+    return classes
+
+
+def save_classes(run_dir: str | Path, classes: list[str]) -> None:
+    atomic_write_json(Path(run_dir) / CLASSES, list(classes))
+
+
+def run_classes(run_dir: str | Path, config: dict) -> list[str]:
+    """The class names of a run in label order: its ``classes.json``. A run without one (written before
+    runs saved them): CIFAR-10's names for 10 classes, ``class_<k>`` for another number, and with a
+    null ``model.num_classes`` the classes of its ``data.root``."""
+    path = Path(run_dir) / CLASSES
+    wanted = config["model"]["num_classes"]
+    if not path.is_file():
+        if wanted is None:
+            try:
+                return classes_of(config["data"]["root"])
+            except (FileNotFoundError, ValueError) as exc:
+                raise ConfigError(f"{run_dir} has no {CLASSES} and model.num_classes is null; its data.root does not "
+                                  f"tell the classes either: {exc}") from exc
+        return class_names(wanted)
+    names = json.loads(path.read_text())
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{path}: expected a JSON list of class names")
+    if wanted is not None and len(names) != wanted:
+        raise ConfigError(f"{path} names {len(names)} classes, but the run's model.num_classes is {wanted}")
+    return names
 
 
 def load_run_model(run_dir: str | Path, weights: str = "best") -> tuple[paddle.nn.Layer, dict]:
@@ -104,6 +169,8 @@ def load_run_model(run_dir: str | Path, weights: str = "best") -> tuple[paddle.n
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     config = read_config(run_dir)
+    if config["model"]["num_classes"] is None:
+        config["model"]["num_classes"] = len(run_classes(run_dir, config))
     path = Path(run_dir) / WEIGHTS[weights]
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the run has no {weights} weights yet (has it finished an epoch?)")
@@ -111,6 +178,41 @@ def load_run_model(run_dir: str | Path, weights: str = "best") -> tuple[paddle.n
     load_weights(model, path, model_name=config["model"]["name"])
     model.eval()
     return model, config
+
+
+# -- fine-tuning -----------------------------------------------------------------------------------
+def pretrained_path(path: str | Path) -> Path:
+    """The weights file that ``model.pretrained`` names: a file as it is, a run directory's best weights."""
+    path = Path(path).expanduser()
+    if is_run_dir(path):
+        path = path / WEIGHTS["best"]
+    if not path.is_file():
+        raise ConfigError(f"model.pretrained {path}: no such weights file; give a .pdparams file (e.g. written by "
+                          "python -m simam_paddle.convert) or a run directory with best_model.pdparams")
+    return path
+
+
+def classifier_keys(model: paddle.nn.Layer) -> tuple[str, ...]:
+    """The state-dict keys of the model's classifier: its last Linear layer (fc.weight, fc.bias...)."""
+    name, layer = [(name, layer) for name, layer in model.named_sublayers() if isinstance(layer, paddle.nn.Linear)][-1]
+    return tuple(f"{name}.{key}" for key in layer.state_dict())
+
+
+def load_pretrained(model: paddle.nn.Layer, config: dict) -> str:
+    """Initialise ``model`` from ``model.pretrained``, strictly, except the classifier when its number of
+    classes differs (left as built); return what was done, for the log."""
+    path = pretrained_path(config["model"]["pretrained"])
+    name = config["model"]["name"]
+    head = classifier_keys(model)
+    state, _ = read_state(path)
+    own = model.state_dict()
+    new_head = [k for k in head if k in state and list(state[k].shape) != list(own[k].shape)]
+    load_weights(model, state, model_name=name, source=f"model.pretrained {path}", keep=tuple(new_head))
+    if not new_head:
+        return f"initialised from {path} (every parameter)"
+    theirs = list(state[head[0]].shape)[-1] if head[0] in state else "?"
+    return (f"initialised from {path}, except the classifier {', '.join(new_head)}, which starts new: the weights "
+            f"have {theirs} classes, the model {config['model']['num_classes']}")
 
 
 # -- starting a run --------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import paddle.distributed as dist
 
 from . import run_dir
 from .config import ConfigError, describe, load_config
-from .data import CLASS_NAMES, Mixup, build_loader, evenly_spaced_images, set_loader_epoch
+from .data import Mixup, build_loader, evenly_spaced_images, set_loader_epoch
 from .distributed import all_reduce_sum
 from .errors import TrainingDiverged
 from .evaluate import evaluate, model_throughput
@@ -37,6 +37,7 @@ from .io import atomic_paddle_save, atomic_write_json
 from .layers import SimAM, simam_kernel
 from .layers.simam import resolve_backend
 from .losses import LabelSmoothingCrossEntropy
+from .models import model_table, parameter_count
 from .plots import plot_curves, plot_predictions
 
 
@@ -107,7 +108,7 @@ def check_environment(config: dict) -> None:
 def new_history(config: dict, model: paddle.nn.Layer, steps_per_epoch: int) -> dict:
     return {
         "model": config["model"]["name"],
-        "params": int(sum(np.prod(p.shape) for p in model.parameters())),
+        "params": parameter_count(model),
         "steps_per_epoch": steps_per_epoch,
         "environment": environment(model),
         "iter_loss": {"iter": [], "loss": [], "lr": []},
@@ -149,12 +150,16 @@ class Trainer:
         paddle.seed(self.seed)
         np.random.seed(self.seed)
         random.seed(self.seed)
+        run_dir.check_image_size(config)
+        self.classes = run_dir.resolve_classes(config)  # sets a null model.num_classes from the data
         try:
             self.train_loader = build_loader(config, "train", distributed=self.world > 1)
             self.val_loader = build_loader(config, "val", distributed=self.world > 1)
         except ValueError as exc:  # bad data (not an image, not CIFAR-10, too few images): a config problem
             raise ConfigError(f"data: {exc}") from exc
         self.model = run_dir.build_run_model(config)
+        self.notes = []  # said once the log is open
+        pretrained = run_dir.load_pretrained(self.model, config) if config["model"]["pretrained"] else None
         self.steps = len(self.train_loader)
         self.scheduler = paddle.optimizer.lr.CosineAnnealingDecay(tc["lr"], T_max=self.steps * tc["epochs"])
         self.optimizer = paddle.optimizer.Adam(learning_rate=self.scheduler, parameters=self.model.parameters(),
@@ -166,10 +171,15 @@ class Trainer:
             self.start = run_dir.prepare(self.out, config)
         else:
             self.start = run_dir.run_state(self.out) if tc["resume"] else "new"
-        self.notes = []  # said once the log is open
+        if pretrained and self.start == "new":
+            self.notes.append(f"model.pretrained: {pretrained}")
         if tc["resume"] and self.start == "new":
             self.notes.append(f"--resume: {self.out} has no completed epoch to resume from; starting the run anew")
         if self.start == "resumable":
+            saved = run_dir.run_classes(self.out, config)
+            if saved != self.classes:
+                raise ConfigError(f"cannot resume {self.out}: its classes ({', '.join(saved)}) are not those of data.root "
+                                  f"({', '.join(self.classes)}); resume with the run's own data, or start a new run")
             state = run_dir.resume_state(self.out, config, self.model, self.optimizer)
             self.history, self.start_epoch, self.best_acc = state["history"], state["epoch"], state["best_acc"]
         if tc["amp"] == "O2":  # O2 keeps float16 weights with float32 master copies in the optimizer
@@ -180,6 +190,7 @@ class Trainer:
         if self.main and self.start != "finished":
             self.out.mkdir(parents=True, exist_ok=True)
             run_dir.save_run_config(config, self.out)
+            run_dir.save_classes(self.out, self.classes)
             if tc["visualdl"]:
                 from visualdl import LogWriter
 
@@ -309,7 +320,8 @@ class Trainer:
         best, _ = run_dir.load_run_model(self.out, "best")
         if tc["throughput_batches"]:
             h["throughput"]["model_only_ips"] = model_throughput(
-                {"best": best}, self.config["data"]["batch_size"], tc["throughput_batches"])["best"]
+                {"best": best}, self.config["data"]["batch_size"], tc["throughput_batches"],
+                input_size=self.config["data"]["image_size"])["best"]
         # the notebook's figure: the test set through the loader, loading included; every epoch measured it
         h["throughput"]["end_to_end_ips"] = float(np.median(h["epoch"]["val_ips"]))
         h["finished"] = True
@@ -318,7 +330,7 @@ class Trainer:
         images, truth = evenly_spaced_images(self.val_loader, 18)
         with paddle.no_grad():
             predicted = best(paddle.to_tensor(images)).argmax(axis=1).tolist()
-        plot_predictions(images, predicted, truth, CLASS_NAMES, self.out / run_dir.PREDICTIONS)
+        plot_predictions(images, predicted, truth, self.classes, self.out / run_dir.PREDICTIONS)
         tp = h["throughput"]
         self.log(f"done: best val acc {h['best']['val_acc']:.4f} (epoch {h['best']['epoch']}), final val acc "
                  f"{h['epoch']['val_acc'][-1]:.4f}; throughput model-only {tp.get('model_only_ips', float('nan')):.1f} "
@@ -353,6 +365,8 @@ def parse_args(argv: list[str] | None):
                         "completed epoch")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in train.output_dir")
     p.add_argument("--print-config", action="store_true", help="print the resolved config, every key with its meaning, and exit")
+    p.add_argument("--list-models", action="store_true",
+                   help="print every model name (model.name) with its parameter count for 10 classes, and exit")
     return p.parse_args(argv)
 
 
@@ -368,10 +382,22 @@ def resolve_config(args) -> dict:
     return load_config(path, overrides + flags)
 
 
+def list_models_text(num_classes: int = 10) -> str:
+    """What ``--list-models`` prints: a line per model name, with its parameter count for ``num_classes`` classes."""
+    table = model_table(num_classes)
+    width = max(len(name) for name, _ in table)
+    lines = [f"{'model.name':<{width}}  parameters ({num_classes} classes)"]
+    lines += [f"{name:<{width}}  {count:>14,}" for name, count in table]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def work() -> int:
+        if args.list_models:
+            print(list_models_text(), end="")
+            return cli.EXIT_OK
         config = resolve_config(args)
         if args.print_config:
             print(describe(config), end="")

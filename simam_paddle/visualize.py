@@ -26,12 +26,12 @@ import numpy as np
 import paddle
 from matplotlib.figure import Figure
 
-from .data import class_names, sample_images
+from .data import sample_images
 from .data.transforms import SIZE
 from .io import atomic_savefig
 from .layers import SimAM
 from .losses import softmax
-from .run_dir import ATTENTION, load_run_model
+from .run_dir import ATTENTION, load_run_model, run_classes
 
 PANEL_INCHES = 1.6
 HEADER_INCHES = 0.5  # room for the layer names above the first row
@@ -114,7 +114,7 @@ def visualize(run_dir: str | Path, output: str | Path | None = None, num_images:
     model, config = load_run_model(run_dir, weights)
     samples = sample_images(config, num_images)
     maps, logits = attention_maps(model, samples.batch())
-    names = class_names(config["model"]["num_classes"])
+    names = run_classes(run_dir, config)
     probs = softmax(logits)
     titles = []
     for label, p in zip(samples.labels, probs):

@@ -30,7 +30,7 @@ import paddle
 import pytest
 
 from simam_paddle.config import load_config, save_config
-from simam_paddle.run_dir import build_run_model
+from simam_paddle.run_dir import build_run_model, resolve_classes, save_classes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SIMAM_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
@@ -141,25 +141,36 @@ def write_image_folder(root: Path, counts: dict[str, int], first: int = 0) -> di
     return expected
 
 
-def write_learnable_image_folder(root: Path, train_per_class: int, test_per_class: int) -> Path:
-    """A CIFAR-10-shaped image folder whose classes differ in colour, so a few steps already learn."""
+def write_learnable_image_folder(
+    root: Path, train_per_class: int, test_per_class: int, classes: list[str] | None = None, val_folder: str = "test",
+    sizes: tuple[int, ...] = (32,),
+) -> Path:
+    """An image folder (CIFAR-10's classes unless ``classes`` are given; validation in ``val_folder``)
+    whose classes differ in colour, so a few steps already learn. Image k of a class is
+    ``sizes[k % len(sizes)]`` pixels square (wide by 1.5 times that for odd k when several sizes are given)."""
     rng = np.random.default_rng(0)
-    for split, count in (("train", train_per_class), ("test", test_per_class)):
-        for k, name in enumerate(CLASS_NAMES):
+    classes = CLASS_NAMES if classes is None else classes
+    for split, count in (("train", train_per_class), (val_folder, test_per_class)):
+        for k, name in enumerate(classes):
             folder = root / split / name
             folder.mkdir(parents=True)
             colour = np.array([k * 25, 255 - k * 25, (k * 70) % 256], dtype=np.float64)
             for i in range(count):
-                image = np.clip(colour + rng.normal(0, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+                side = sizes[i % len(sizes)]
+                width = side * 3 // 2 if len(sizes) > 1 and i % 2 else side
+                image = np.clip(colour + rng.normal(0, 30, (side, width, 3)), 0, 255).astype(np.uint8)
                 cv2.imwrite(str(folder / f"{i:04d}.png"), image)
     return root
 
 
 def make_run_dir(path: Path, *overrides: str, seed: int = 0, weights: tuple[str, ...] = ("best",)) -> Path:
-    """A run directory at ``path`` with random weights of the model that ``overrides`` configure."""
+    """A run directory at ``path`` with random weights of the model that ``overrides`` configure, its
+    classes those of its ``data.root`` (CIFAR-10's when it is null), as a training run saves them."""
     config = load_config(None, list(overrides))
+    classes = resolve_classes(config)
     path.mkdir(parents=True, exist_ok=True)
     save_config(config, path / "config.yaml")
+    save_classes(path, classes)
     paddle.seed(seed)
     model = build_run_model(config)
     for name in weights:

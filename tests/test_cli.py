@@ -14,7 +14,7 @@ from helpers import REPO_ROOT, make_run_dir, run_tool, write_learnable_image_fol
 import simam_paddle
 from simam_paddle import cli
 
-TOOLS = ("train", "evaluate", "compare", "export", "predict", "visualize", "reproduce")
+TOOLS = ("train", "evaluate", "compare", "export", "predict", "visualize", "reproduce", "convert")
 EXPERIMENT_MODULES = tuple(f"simam_paddle.{m}" for m in ("config", "data", "train", "run_dir", "evaluate",
                                                          "compare", "export", "predict", "visualize", "plots", "cli"))
 

@@ -153,7 +153,7 @@ def test_balanced_subset_rejects_bad_limits(limit):
 def test_limit_beyond_a_class_is_refused():
     labels = np.array([0] * 10 + [1] * 2)
     with pytest.raises(ValueError, match="automobile"):
-        balanced_subset(labels, 8, seed=0)
+        balanced_subset(labels, 8, seed=0, class_names=CLASS_NAMES)
 
 
 def test_limit_on_archive_is_balanced(tiny_archive):
@@ -184,9 +184,9 @@ def test_missing_split_folder(tmp_path):
         load_split(tmp_path, "test")
 
 
-def _remove_folder(root):
-    shutil.rmtree(root / "train" / "frog")
-    return root / "train" / "frog"
+def _remove_folder(root):  # the validation split lacks a class of train/
+    shutil.rmtree(root / "test" / "frog")
+    return root / "test" / "frog"
 
 
 def _empty_folder(root):
@@ -195,9 +195,9 @@ def _empty_folder(root):
     return root / "train" / "ship"
 
 
-def _extra_folder(root):
-    (root / "train" / "cats").mkdir()
-    return root / "train" / "cats"
+def _extra_folder(root):  # the validation split has a class that train/ has not
+    (root / "test" / "cats").mkdir()
+    return root / "test" / "cats"
 
 
 def _text_as_png(root):
@@ -227,10 +227,10 @@ def _smaller_image(root):
     ],
 )
 def test_broken_image_folder_names_the_culprit(tmp_path, breakage, error, says):
-    write_image_folder(tmp_path, {"train": 1})
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
     culprit = breakage(tmp_path)
     with pytest.raises(error) as err:
-        load_split(tmp_path, "train")
+        load_split(tmp_path, "test" if culprit.parts[-2] == "test" else "train")
     assert str(culprit) in str(err.value) and says in str(err.value), str(err.value)
 
 

@@ -36,7 +36,7 @@ import paddle
 from paddle.io import DataLoader, Dataset, get_worker_info
 
 from .sources import load_split
-from .transforms import build_test_transform, build_train_transform
+from .transforms import build_test_transform, build_train_transform, first_resize
 
 # split of a loader -> (split of the dataset, shuffled and drop_last, config key of its class-balanced limit)
 LOADER_SPLITS = {"train": ("train", True, "limit_train"), "val": ("test", False, "limit_val")}
@@ -113,10 +113,11 @@ class CifarDataset(Dataset):
 
 
 def build_dataset(
-    root, split: str, transform: Callable | None, limit: int | None = None, seed: int = 0, download: bool = True
+    root, split: str, transform: Callable | None, limit: int | None = None, seed: int = 0, download: bool = True,
+    size: int | None = None,
 ) -> CifarDataset:
-    """One CIFAR-10 split ("train" or "test") from ``root`` (see ``sources.load_split``), with ``transform``."""
-    images, labels = load_split(root, split, limit=limit, seed=seed, download=download)
+    """One split ("train" or "test") from ``root`` (see ``sources.load_split``, also for ``size``), with ``transform``."""
+    images, labels = load_split(root, split, limit=limit, seed=seed, download=download, size=size)
     return CifarDataset(images, labels, transform, seed=seed)
 
 
@@ -215,14 +216,17 @@ def build_loader(config: dict, split: str, distributed: bool = False) -> DataLoa
     """The ``"train"`` or ``"val"`` loader of a validated config (``simam_paddle.config``).
 
     ``distributed``: shard over ``paddle.distributed`` ranks; ``data.batch_size`` is per process.
-    Batches are (images float32 [B, 3, 128, 128], labels int64 [B]).
+    Batches are (images float32 [B, 3, S, S] with S = ``data.image_size``, labels int64 [B]).
     """
     if split not in LOADER_SPLITS:
         raise ValueError(f"split must be one of {', '.join(LOADER_SPLITS)}, got {split!r}")
     data, seed = config["data"], config["train"]["seed"]
     source_split, training, limit_key = LOADER_SPLITS[split]
-    transform = build_train_transform(data["train_transforms"]) if training else build_test_transform()
-    dataset = build_dataset(data["root"], source_split, transform, limit=data[limit_key], seed=seed, download=data["download"])
+    size = data["image_size"]
+    transform = build_train_transform(data["train_transforms"], size) if training else build_test_transform(size)
+    stored = first_resize(data["train_transforms"] if training else None, size)  # images are kept no larger than this
+    dataset = build_dataset(data["root"], source_split, transform, limit=data[limit_key], seed=seed,
+                            download=data["download"], size=stored)
     replicas, rank = (paddle.distributed.get_world_size(), paddle.distributed.get_rank()) if distributed else (1, 0)
     batch = data["batch_size"]
     sampler = EpochBatchSampler(len(dataset), batch, training, training, seed, replicas, rank)

@@ -1,8 +1,8 @@
 """A few test images for checks and figures: real ones where the run's data is an image folder.
 
 Export checks and the attention figure need images that look like the run's inputs. When the run's
-``data.root`` is an image folder (``ROOT/test/<class>/*.jpg``), the images are its first test files,
-taken class by class in turn. Otherwise (the CIFAR-10 archive, Paddle's cache) there is no file to
+``data.root`` is an image folder (``ROOT/val/<class>/*.jpg`` or ``ROOT/test/...``), the images are its
+first validation files, taken class by class in turn. Otherwise (the CIFAR-10 archive, Paddle's cache) there is no file to
 point at, and the images are rendered here: coloured discs and bars on smooth backgrounds, 32x32 like
 CIFAR-10, the same for every call. ``Samples.source`` says which, so every printed check can say it.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .sources import CLASS_NAMES, list_image_folder, load_image, resolve_source
-from .transforms import build_test_transform
+from .sources import CLASS_NAMES, folder_classes, list_image_folder, load_image, resolve_source, split_folder
+from .transforms import SIZE, build_test_transform
 
 RENDER_SIZE = 32
 
@@ -27,26 +27,32 @@ class Samples:
     labels: list[int | None]  # true class where known
     names: list[str]  # file names, or "rendered-<k>"
     source: str  # what the images are, for messages
+    size: int = SIZE  # the run's data.image_size
 
     def batch(self) -> np.ndarray:
-        """The images through the test transforms: float32 [N, 3, 128, 128]."""
-        return preprocess(self.images)
+        """The images through the test transforms: float32 [N, 3, S, S]."""
+        return preprocess(self.images, self.size)
 
 
-def preprocess(images: list[np.ndarray]) -> np.ndarray:
-    transform = build_test_transform()
+def preprocess(images: list[np.ndarray], size: int = SIZE) -> np.ndarray:
+    """HWC RGB uint8 images of any size through the test transforms: float32 [N, 3, size, size]."""
+    transform = build_test_transform(size)
     return np.stack([transform(image) for image in images]).astype(np.float32)
 
 
 def _test_folder(root: str | Path | None) -> tuple[Path | None, str]:
-    """The image-folder root of ``data.root`` when it has a test split, else None and why not."""
+    """The image-folder root of ``data.root`` when it has a validation split, else None and why not."""
     try:
         source = resolve_source(root)
     except FileNotFoundError:
         return None, f"data.root {root!r} does not exist here"
-    if source.kind == "image_folder" and (source.path / "test").is_dir():
-        return source.path, ""
-    return None, f"data.root {root!r} is not an image folder with a test split"
+    if source.kind == "image_folder":
+        try:
+            split_folder(source.path, "test")
+            return source.path, ""
+        except FileNotFoundError:
+            pass
+    return None, f"data.root {root!r} is not an image folder with a validation split (val/ or test/)"
 
 
 def render_images(count: int, size: int = RENDER_SIZE, seed: int = 0) -> list[np.ndarray]:
@@ -70,6 +76,7 @@ def sample_images(config: dict, count: int) -> Samples:
     """``count`` test images of the run described by ``config``: real where possible, else rendered."""
     if count < 1:
         raise ValueError(f"the number of images must be >= 1, got {count}")
+    size = config["data"]["image_size"]
     root, why_not = _test_folder(config["data"]["root"])
     if root is None:
         return Samples(
@@ -77,21 +84,25 @@ def sample_images(config: dict, count: int) -> Samples:
             [None] * count,
             [f"rendered-{k}" for k in range(count)],
             f"{count} rendered {RENDER_SIZE}x{RENDER_SIZE} images ({why_not})",
+            size,
         )
+    folder = split_folder(root, "test")
     files, labels = list_image_folder(root, "test")
-    by_class = [np.flatnonzero(labels == c) for c in range(len(CLASS_NAMES))]
+    by_class = [np.flatnonzero(labels == c) for c in range(len(folder_classes(root)))]
     available = len(by_class) * min(len(members) for members in by_class)
     if count > available:
-        raise ValueError(f"{count} images asked for, but {root / 'test'} offers {available} taken class by class")
+        raise ValueError(f"{count} images asked for, but {folder} offers {available} taken class by class")
     chosen = [by_class[k % len(by_class)][k // len(by_class)] for k in range(count)]  # class by class in turn
     return Samples(
         [load_image(files[k]) for k in chosen],
         [int(labels[k]) for k in chosen],
         [str(files[k]) for k in chosen],
-        f"{count} real test images from {root / 'test'}",
+        f"{count} real test images from {folder}",
+        size,
     )
 
 
 def class_names(num_classes: int) -> list[str]:
-    """CIFAR-10's names for a 10-class model, ``class_<k>`` otherwise."""
+    """The class names of a run that saved none (runs written before runs saved them): CIFAR-10's names
+    for a 10-class model, ``class_<k>`` otherwise. A run's own names: ``simam_paddle.run_dir.run_classes``."""
     return list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else [f"class_{k}" for k in range(num_classes)]

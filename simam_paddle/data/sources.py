@@ -1,19 +1,25 @@
-"""Where CIFAR-10 comes from: the official python archive, an image-folder tree, or Paddle's cache.
+"""Where the images come from: the official CIFAR-10 archive, an image-folder tree of any classes, or
+Paddle's CIFAR-10 cache.
 
 ``resolve_source(data.root)`` is the one reading of ``data.root``; ``load_split`` reads a split of it.
 
 Every source is read into memory as uint8 RGB images [N, H, W, 3] (HWC, the cv2 backend's layout) and
-int64 labels [N] in CIFAR-10's label order (airplane=0 ... truck=9). Reading everything up front costs a
-few seconds for the 60,000 images and means a broken file stops the run at start, by name, instead of
-an epoch later.
+int64 labels [N] in the order of its class list. Reading everything up front costs a few seconds for
+CIFAR-10's 60,000 images and means a broken file stops the run at start, by name, instead of an epoch
+later.
 
 - Archive: ``cifar-10-python.tar.gz`` as published: ``cifar-10-batches-py/data_batch_1..5`` (train) and
   ``test_batch`` (test), pickled dicts with ``b"data"`` uint8 [10000, 3072] (rows in CHW order) and
   ``b"labels"``. It is read here rather than through ``paddle.vision.datasets.Cifar10``, which matches
   any member whose name contains ``data_batch`` and checks nothing, so that a wrong archive fails with
-  its name.
-- Image folder: ``ROOT/train/<class>/*.jpg|*.jpeg|*.png`` and ``ROOT/test/<class>/...`` with the ten
-  CIFAR-10 class folders; the folder names, not the listing order, give the labels.
+  its name. Its classes are CIFAR-10's, in CIFAR-10's label order (airplane=0 ... truck=9).
+- Image folder: ``ROOT/train/<class>/*.jpg|*.jpeg|*.png`` and, for validation, ``ROOT/val/<class>/...``
+  (or ``ROOT/test/<class>/...`` where there is no ``val/``). The classes are the folder names of
+  ``train/``, sorted, which for CIFAR-10's ten names is CIFAR-10's label order; the validation split
+  must hold the same class folders. ``classes_of`` is the one place that decides this.
+  Images of one size are kept as they are; a split whose images differ in size (or are larger than
+  the size its transforms first resize to) is stored resized to that size, which is the transforms'
+  own first step (the same bilinear resize), so nothing changes but the memory it takes.
 - Paddle's cache: ``~/.cache/paddle/dataset/cifar/cifar-10-python.tar.gz``, downloaded by Paddle when
   allowed (the default for a new user with internet).
 """
@@ -30,7 +36,8 @@ import cv2
 import numpy as np
 
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")  # "test" is the validation split: an image folder's val/ (or test/)
+EVAL_FOLDERS = ("val", "test")  # an image folder's validation split: the first of these that exists
 ARCHIVE_MEMBERS = {"train": [f"data_batch_{k}" for k in range(1, 6)], "test": ["test_batch"]}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -38,7 +45,7 @@ ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 HOW_TO_GET = (
     "Expected either the official CIFAR-10 python archive (cifar-10-python.tar.gz, from "
     f"{ARCHIVE_URL}) or an image-folder root laid out as ROOT/train/<class>/*.jpg|png and "
-    f"ROOT/test/<class>/*.jpg|png with the class folders {', '.join(CLASS_NAMES)}; "
+    "ROOT/val/<class>/*.jpg|png (or ROOT/test/...), one folder per class, the same class folders in both; "
     "or set data.root to null (with data.download true) to let Paddle download the archive into its cache."
 )
 
@@ -105,23 +112,55 @@ def _read_batch(archive: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -
     return np.ascontiguousarray(images), labels.astype(np.int64)
 
 
-def list_image_folder(root: str | os.PathLike, split: str) -> tuple[list[Path], np.ndarray]:
-    """Files and labels of ``ROOT/<split>/<class>/*``, sorted by class (CIFAR-10 order), then file name."""
+def split_folder(root: str | os.PathLike, split: str) -> Path:
+    """The folder of ``split`` in an image-folder root: ``train/``, or for "test" ``val/`` (else ``test/``)."""
     _check_split(split)
-    split_dir = Path(root) / split
-    if not split_dir.is_dir():
-        raise FileNotFoundError(f"{split_dir}: no such folder. {HOW_TO_GET}")
-    found = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    unknown = sorted(set(found) - set(CLASS_NAMES))
+    root = Path(root)
+    names = ("train",) if split == "train" else EVAL_FOLDERS
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    raise FileNotFoundError(f"{' or '.join(str(root / name) for name in names)}: no such folder. {HOW_TO_GET}")
+
+
+def _class_folders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def folder_classes(root: str | os.PathLike) -> list[str]:
+    """The classes of an image folder in label order: the folder names of ``ROOT/train/``, sorted (as
+    Python sorts strings). CIFAR-10's ten names sort into CIFAR-10's own label order (airplane=0 ...
+    truck=9), so a CIFAR-10 folder keeps the archive's labels."""
+    train = split_folder(root, "train")
+    names = _class_folders(train)
+    if not names:
+        raise ValueError(f"{train}: no class folders; expected one folder of images per class (ROOT/train/<class>/*.jpg)")
+    return names
+
+
+def classes_of(root: str | os.PathLike | None) -> list[str]:
+    """The class names of the source that ``data.root`` names, in label order (see the module docstring):
+    CIFAR-10's for the archive and Paddle's cache, the class folders for an image folder."""
+    source = resolve_source(root)
+    return folder_classes(source.path) if source.kind == "image_folder" else list(CLASS_NAMES)
+
+
+def list_image_folder(root: str | os.PathLike, split: str) -> tuple[list[Path], np.ndarray]:
+    """Files and labels of ``split`` (see ``split_folder``), sorted by label (``folder_classes``), then file name."""
+    classes = folder_classes(root)
+    split_dir = split_folder(root, split)
+    unknown = sorted(set(_class_folders(split_dir)) - set(classes))
     if unknown:
         folders = ", ".join(str(split_dir / name) for name in unknown)
-        raise ValueError(f"{folders}: unexpected folder(s); expected only the class folders {', '.join(CLASS_NAMES)}")
+        raise ValueError(f"{folders}: unexpected folder(s); the classes are the folders of {Path(root) / 'train'}: "
+                         f"{', '.join(classes)}")
     files: list[Path] = []
     labels: list[int] = []
-    for label, name in enumerate(CLASS_NAMES):
+    for label, name in enumerate(classes):
         class_dir = split_dir / name
         if not class_dir.is_dir():
-            raise FileNotFoundError(f"{class_dir}: missing class folder. {HOW_TO_GET}")
+            raise FileNotFoundError(f"{class_dir}: missing class folder ({Path(root) / 'train'} has a folder {name}). "
+                                    f"{HOW_TO_GET}")
         class_files = sorted(p for p in class_dir.iterdir() if not p.name.startswith("."))
         for p in class_files:
             if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES:
@@ -133,20 +172,34 @@ def list_image_folder(root: str | os.PathLike, split: str) -> tuple[list[Path], 
     return files, np.asarray(labels, dtype=np.int64)
 
 
-def read_images(files: list[Path]) -> np.ndarray:
-    """Decode image files into one uint8 array [N, H, W, 3]; all must have the size of the first."""
-    images = None
-    for k, path in enumerate(files):
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """``image`` resized to ``size`` x ``size`` as Paddle's cv2 ``Resize`` does it (bilinear)."""
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def read_images(files: list[Path], size: int | None = None) -> np.ndarray:
+    """Decode image files into one uint8 array [N, H, W, 3].
+
+    ``size`` None: all images must have the size of the first. Otherwise images of one size no larger
+    than ``size`` x ``size`` are kept as they are, and any others make every image resized to ``size``
+    x ``size`` (each larger one as soon as it is read, so that memory stays bounded).
+    """
+    images: list[np.ndarray] = []
+    shapes = set()
+    for path in files:
         image = load_image(path)
-        if images is None:
-            images = np.empty((len(files), *image.shape), dtype=np.uint8)
-        elif image.shape != images.shape[1:]:
+        shapes.add(image.shape)
+        if size is None and images and image.shape != images[0].shape:
             raise ValueError(f"{path}: image of size {image.shape[1]}x{image.shape[0]}, but {files[0]} is "
-                             f"{images.shape[2]}x{images.shape[1]}; all images must have one size")
-        images[k] = image
-    if images is None:
+                             f"{images[0].shape[1]}x{images[0].shape[0]}; all images must have one size")
+        if size is not None and max(image.shape[:2]) > size:
+            image = resize(image, size)
+        images.append(image)
+    if not images:
         raise ValueError("no image files to read")
-    return images
+    if size is not None and (len(shapes) > 1 or max(next(iter(shapes))[:2]) > size):
+        images = [image if image.shape[:2] == (size, size) else resize(image, size) for image in images]
+    return np.stack(images)
 
 
 def paddle_cache_archive(download: bool) -> Path:
@@ -171,11 +224,11 @@ def paddle_cache_archive(download: bool) -> Path:
         ) from err
 
 
-def balanced_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+def balanced_subset(labels: np.ndarray, limit: int | None, seed: int, class_names: list[str] | None = None) -> np.ndarray:
     """Sorted indices of ``limit`` samples, as equal per class as possible, the same for the same seed.
 
     ``limit // classes`` samples of every class, and one more of ``limit % classes`` classes drawn at
-    random. None means all samples.
+    random. None means all samples. ``class_names`` name the classes in messages.
     """
     if limit is None:
         return np.arange(len(labels))
@@ -191,7 +244,8 @@ def balanced_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndar
     for cls, count in zip(classes, counts):
         members = np.flatnonzero(labels == cls)
         if count > len(members):
-            raise ValueError(f"limit {limit} needs {count} samples of class {CLASS_NAMES[cls]}, only {len(members)} available")
+            name = class_names[cls] if class_names is not None else f"number {cls}"
+            raise ValueError(f"limit {limit} needs {count} samples of class {name}, only {len(members)} available")
         chosen.append(rng.choice(members, size=count, replace=False))
     return np.sort(np.concatenate(chosen))
 
@@ -218,20 +272,22 @@ def resolve_source(root: str | os.PathLike | None) -> Source:
 
 
 def load_split(
-    root: str | os.PathLike | None, split: str, limit: int | None = None, seed: int = 0, download: bool = True
+    root: str | os.PathLike | None, split: str, limit: int | None = None, seed: int = 0, download: bool = True,
+    size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images uint8 [N, H, W, 3] RGB and labels int64 [N] of one split from the source that ``root`` names.
 
     ``root``: see ``resolve_source``. ``limit``: a class-balanced subset of that many samples (see
-    ``balanced_subset``); for an image folder only the chosen files are decoded.
+    ``balanced_subset``); for an image folder only the chosen files are decoded, with ``size`` as in
+    ``read_images`` (the size the split's transforms first resize to; None: all images of one size).
     """
     _check_split(split)
     source = resolve_source(root)
     if source.kind == "image_folder":
         files, labels = list_image_folder(source.path, split)
-        keep = balanced_subset(labels, limit, seed)
-        return read_images([files[k] for k in keep]), labels[keep]
+        keep = balanced_subset(labels, limit, seed, folder_classes(source.path))
+        return read_images([files[k] for k in keep], size), labels[keep]
     path = source.path if source.kind == "archive" else paddle_cache_archive(download)
     images, labels = read_archive(path, split)
-    keep = balanced_subset(labels, limit, seed)
+    keep = balanced_subset(labels, limit, seed, CLASS_NAMES)
     return images[keep], labels[keep]

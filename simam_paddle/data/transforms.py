@@ -1,7 +1,9 @@
 """The notebook's image transforms (docs/recipe.md, "Data"), and a fast train pipeline with the same distributions.
 
-Inputs are HWC RGB uint8 numpy images (Paddle's cv2 backend); outputs are float32 CHW [3, 128, 128],
-normalised with the ImageNet mean and std of the recipe.
+Inputs are HWC RGB uint8 numpy images (Paddle's cv2 backend); outputs are float32 CHW [3, S, S],
+normalised with the ImageNet mean and std of the recipe. S is ``data.image_size``, 128 in the recipe;
+for another S every size of the recipe is scaled by S / 128: the train pipeline resizes to
+``resize_size(S)`` (130 for 128, 228 for 224) before cropping S x S, and the test pipeline resizes to S.
 
 ``recipe`` is the notebook's train pipeline built from ``paddle.vision.transforms``, step for step:
 Resize 130, ColorJitter(0.2, 0.2, 0.2), RandomResizedCrop(128, scale=(0.6, 1.0)), RandomHorizontalFlip,
@@ -39,7 +41,7 @@ import paddle.vision.transforms as T
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 RESIZE = 130  # the recipe resizes to 130x130 before cropping 128x128
-SIZE = 128
+SIZE = 128  # the recipe's image size; data.image_size chooses another
 JITTER = 0.2  # brightness, contrast and saturation
 CROP_SCALE = (0.6, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)  # Paddle's RandomResizedCrop default, used by the recipe
@@ -66,13 +68,18 @@ class NormalizeToCHW:
         return np.ascontiguousarray(cv2.LUT(image, self.table).transpose(2, 0, 1))
 
 
-def build_recipe_train_transform() -> Callable[[np.ndarray], np.ndarray]:
-    """The notebook's train pipeline (without its no-op MixupImage): HWC uint8 -> float32 [3, 128, 128]."""
+def resize_size(size: int = SIZE) -> int:
+    """The size the train pipeline resizes to before cropping ``size``: the recipe's 130 for 128, scaled."""
+    return int(math.floor(size * RESIZE / SIZE + 0.5))
+
+
+def build_recipe_train_transform(size: int = SIZE) -> Callable[[np.ndarray], np.ndarray]:
+    """The notebook's train pipeline (without its no-op MixupImage): HWC uint8 -> float32 [3, size, size]."""
     return T.Compose(
         [
-            T.Resize((RESIZE, RESIZE)),
+            T.Resize((resize_size(size), resize_size(size))),
             T.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER),
-            T.RandomResizedCrop(SIZE, scale=CROP_SCALE),
+            T.RandomResizedCrop(size, scale=CROP_SCALE),
             T.RandomHorizontalFlip(FLIP_PROB),
             T.RandomRotation(DEGREES),
             NormalizeToCHW(),
@@ -80,9 +87,9 @@ def build_recipe_train_transform() -> Callable[[np.ndarray], np.ndarray]:
     )
 
 
-def build_test_transform() -> Callable[[np.ndarray], np.ndarray]:
-    """The notebook's test pipeline: Resize 128x128, ToTensor, Normalize; HWC uint8 -> float32 [3, 128, 128]."""
-    return T.Compose([T.Resize((SIZE, SIZE)), NormalizeToCHW()])
+def build_test_transform(size: int = SIZE) -> Callable[[np.ndarray], np.ndarray]:
+    """The notebook's test pipeline: Resize to size x size, ToTensor, Normalize; HWC uint8 -> float32 [3, size, size]."""
+    return T.Compose([T.Resize((size, size)), NormalizeToCHW()])
 
 
 # Every order in which ColorJitter can apply its three operations (0 brightness, 1 contrast, 2 saturation).
@@ -122,10 +129,11 @@ class FastTrainTransform:
 
     ``draw(rng, n)`` draws the random parameters of n images (a structured array of ``PARAMS``) from
     the recipe's distributions; ``apply(images, params)`` turns uint8 [B, H, W, 3] into float32
-    [B, 3, 128, 128]. Calling it on one image draws from NumPy's global RNG.
+    [B, 3, size, size]. Calling it on one image draws from NumPy's global RNG.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = SIZE) -> None:
+        self.size, self.resize = size, resize_size(size)
         self.table = NormalizeToCHW().table  # the recipe's normalisation of each uint8 level
         self.fill = tuple(float(v) for v in self.table[0, 0])  # a black pixel, normalised
 
@@ -141,35 +149,35 @@ class FastTrainTransform:
         params["angle"] = rng.uniform(-DEGREES, DEGREES, n)
         return params
 
-    @staticmethod
-    def _draw_crops(rng: np.random.Generator, n: int, attempts: int = 10):
+    def _draw_crops(self, rng: np.random.Generator, n: int, attempts: int = 10):
         """Paddle's RandomResizedCrop: up to 10 tries for a box inside the image, else the whole image."""
-        area = rng.uniform(*CROP_SCALE, (n, attempts)) * RESIZE * RESIZE
+        full = self.resize  # the size resized to before cropping
+        area = rng.uniform(*CROP_SCALE, (n, attempts)) * full * full
         aspect = np.exp(rng.uniform(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]), (n, attempts)))
         w = np.round(np.sqrt(area * aspect)).astype(np.int64)
         h = np.round(np.sqrt(area / aspect)).astype(np.int64)
-        ok = (w > 0) & (w <= RESIZE) & (h > 0) & (h <= RESIZE)
+        ok = (w > 0) & (w <= full) & (h > 0) & (h <= full)
         first = ok.argmax(axis=1)
         found = ok.any(axis=1)
         rows = np.arange(n)
-        h = np.where(found, h[rows, first], RESIZE)
-        w = np.where(found, w[rows, first], RESIZE)
-        top = rng.integers(0, RESIZE - h + 1)
-        left = rng.integers(0, RESIZE - w + 1)
+        h = np.where(found, h[rows, first], full)
+        w = np.where(found, w[rows, first], full)
+        top = rng.integers(0, full - h + 1)
+        left = rng.integers(0, full - w + 1)
         return top, left, h, w
 
-    @staticmethod
-    def _rotations(params: np.ndarray) -> np.ndarray:
-        """Affine maps [B, 2, 3] of the 128x128 crop: horizontal flip, then rotation about (64, 64).
+    def _rotations(self, params: np.ndarray) -> np.ndarray:
+        """Affine maps [B, 2, 3] of the S x S crop: horizontal flip, then rotation about (S / 2, S / 2).
 
-        Paddle's rotate uses cv2.getRotationMatrix2D about (w / 2, h / 2); a flip is x -> 127 - x.
+        Paddle's rotate uses cv2.getRotationMatrix2D about (w / 2, h / 2); a flip is x -> S - 1 - x.
         """
+        size = self.size
         n = len(params)
         flip = np.tile(np.eye(3), (n, 1, 1))
         flip[params["flip"], 0, 0] = -1
-        flip[params["flip"], 0, 2] = SIZE - 1
+        flip[params["flip"], 0, 2] = size - 1
         theta = np.radians(params["angle"])
-        cos, sin, centre = np.cos(theta), np.sin(theta), SIZE / 2
+        cos, sin, centre = np.cos(theta), np.sin(theta), size / 2
         rotate = np.zeros((n, 3, 3))
         rotate[:, 0, 0], rotate[:, 0, 1], rotate[:, 0, 2] = cos, sin, (1 - cos) * centre - sin * centre
         rotate[:, 1, 0], rotate[:, 1, 1], rotate[:, 1, 2] = -sin, cos, sin * centre + (1 - cos) * centre
@@ -189,20 +197,21 @@ class FastTrainTransform:
         return x
 
     def apply(self, images: np.ndarray, params: np.ndarray) -> np.ndarray:
+        size, full = self.size, self.resize
         levels = self.jitter(images, params).astype(np.uint8)
         x = cv2.LUT(levels.reshape(-1, *levels.shape[2:]), self.table).reshape(levels.shape)  # normalised
         rotations = self._rotations(params)
-        out = np.empty((len(x), 3, SIZE, SIZE), dtype=np.float32)
-        big = np.empty((RESIZE, RESIZE, 3), dtype=np.float32)
-        crop = np.empty((SIZE, SIZE, 3), dtype=np.float32)
-        turned = np.empty((SIZE, SIZE, 3), dtype=np.float32)
+        out = np.empty((len(x), 3, size, size), dtype=np.float32)
+        big = np.empty((full, full, 3), dtype=np.float32)
+        crop = np.empty((size, size, 3), dtype=np.float32)
+        turned = np.empty((size, size, 3), dtype=np.float32)
         for b, p in enumerate(params):
             top, left = p["top"], p["left"]
-            cv2.resize(x[b], (RESIZE, RESIZE), dst=big, interpolation=cv2.INTER_LINEAR)
+            cv2.resize(x[b], (full, full), dst=big, interpolation=cv2.INTER_LINEAR)
             region = big[top : top + p["height"], left : left + p["width"]]
-            cv2.resize(region, (SIZE, SIZE), dst=crop, interpolation=cv2.INTER_LINEAR)
+            cv2.resize(region, (size, size), dst=crop, interpolation=cv2.INTER_LINEAR)
             cv2.warpAffine(
-                crop, rotations[b], (SIZE, SIZE), dst=turned,
+                crop, rotations[b], (size, size), dst=turned,
                 flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=self.fill,
             )
             out[b] = turned.transpose(2, 0, 1)
@@ -213,15 +222,21 @@ class FastTrainTransform:
         return self.apply(image[None], self.draw(rng, 1))[0]
 
 
-TRAIN_TRANSFORMS: dict[str, Callable[[], Callable[[np.ndarray], np.ndarray]]] = {
+TRAIN_TRANSFORMS: dict[str, Callable[[int], Callable[[np.ndarray], np.ndarray]]] = {
     "recipe": build_recipe_train_transform,
     "fast": FastTrainTransform,
     "none": build_test_transform,  # no augmentation (for exact comparisons, e.g. tests/test_distributed.py)
 }
 
 
-def build_train_transform(name: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The train pipeline called ``name`` in the config: "recipe", "fast" or "none" (the test pipeline)."""
+def build_train_transform(name: str, size: int = SIZE) -> Callable[[np.ndarray], np.ndarray]:
+    """The train pipeline called ``name`` in the config: "recipe", "fast" or "none" (the test pipeline),
+    for ``size`` x ``size`` outputs."""
     if name not in TRAIN_TRANSFORMS:
         raise ValueError(f"unknown train_transforms {name!r}; choose one of {', '.join(TRAIN_TRANSFORMS)}")
-    return TRAIN_TRANSFORMS[name]()
+    return TRAIN_TRANSFORMS[name](size)
+
+
+def first_resize(name: str | None, size: int = SIZE) -> int:
+    """The size the train pipeline ``name`` (None: the test pipeline) resizes its input to, first."""
+    return size if name in (None, "none") else resize_size(size)

@@ -43,17 +43,21 @@ def _listed(keys: list[str]) -> str:
 
 
 def load_weights(
-    model: nn.Layer, weights: str | Path | dict, strict: bool = True, model_name: str | None = None, source: str | None = None
+    model: nn.Layer, weights: str | Path | dict, strict: bool = True, model_name: str | None = None, source: str | None = None,
+    keep: tuple[str, ...] = (),
 ) -> list[str]:
     """Load ``weights`` (a state dict or a ``.pdparams`` path) into ``model``; return the skipped keys.
 
     strict=True: any missing, unexpected or wrongly shaped key raises ``WeightsMismatch``.
     strict=False: those keys are skipped (the model keeps its own values there), reported in a warning
-    and returned, sorted. ``model_name`` and ``source`` name the model and the weights in messages.
+    and returned, sorted. ``keep``: keys of the model that keep their values whatever the weights hold
+    there (the caller reports them). ``model_name`` and ``source`` name the model and the weights in messages.
     """
     state, name = read_state(weights)
     source = source or name
     own = model.state_dict()
+    kept = {k: own.pop(k) for k in keep}
+    state = {k: v for k, v in state.items() if k not in kept}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(k for k in set(own) & set(state) if list(state[k].shape) != list(own[k].shape))
@@ -71,5 +75,5 @@ def load_weights(
     if skipped:
         warnings.warn(f"{source}: {len(skipped)} key(s) not loaded, kept as built (strict=False): {_listed(skipped)}",
                       stacklevel=2)
-    model.set_state_dict({k: own[k] if k in skipped else state[k] for k in own})
+    model.set_state_dict({**{k: own[k] if k in skipped else state[k] for k in own}, **kept})
     return skipped

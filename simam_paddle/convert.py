@@ -1,0 +1,167 @@
+"""Convert a PyTorch checkpoint of a SimAM ResNet or MobileNetV2 into Paddle weights.
+
+    python -m simam_paddle.convert CHECKPOINT --model resnet50_simam --output resnet50_simam.pdparams
+
+Made for the ImageNet checkpoints of the SimAM paper's official code (ResNet-18/34/50/101 and
+MobileNetV2 with SimAM, lambda 0.1): the output loads into ``build_model(NAME, num_classes=1000,
+e_lambda=0.1)``, and serves as ``model.pretrained`` for fine-tuning. Plain torchvision-style ResNet and
+MobileNetV2 checkpoints convert the same way into the plain models.
+
+What it maps, from the official code's layout to ``paddle.vision``'s:
+
+- the checkpoint's state dict, also inside a ``{"state_dict": ...}`` (or ``{"model": ...}``) wrapper,
+  with or without the ``module.`` prefix of ``DataParallel``;
+- ResNet: SimAM wraps each block's 3x3 conv in a Sequential, ``layerL.B.conv2.0.weight`` -> ``layerL.B.conv2.weight``;
+- MobileNetV2: SimAM sits inside each depthwise conv-BN-ReLU6 block, moving its BatchNorm from index 1
+  to 2 (``features.N.conv.M.2.*`` -> ``features.N.conv.M.1.*``); the classifier is a Linear alone
+  (``classifier.0``), where Paddle's has a Dropout first (``classifier.1``);
+- BatchNorm's ``running_mean`` / ``running_var`` -> ``_mean`` / ``_variance``; ``num_batches_tracked`` is dropped;
+- Linear weights (the only 2-D ones) are transposed: PyTorch stores [out, in], Paddle [in, out].
+
+The checkpoint is read by ``simam_paddle.torch_zip`` (no PyTorch needed, and nothing but tensors and
+plain values unpickled). The number of classes is read from the classifier. Every converted key and
+shape must fit the model exactly: a checkpoint that does not is refused, naming the keys (in the
+checkpoint's own names) and shapes. The output is written atomically; an existing file is replaced
+only with ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+from . import cli  # first: it quiets Paddle's start-up notices before Paddle loads
+
+# isort: split
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .config import ConfigError
+from .io import atomic_paddle_save
+from .models import build_model, load_weights
+from .models.resnet import DEPTHS
+from .models.weights import SHOWN
+from .torch_zip import CheckpointError, read_torch_checkpoint
+
+OFFICIAL_LAMBDA = 0.1  # the lambda of the official ImageNet runs
+WRAPPERS = ("state_dict", "model")  # keys under which a training checkpoint keeps the model's state dict
+# Renames from the official (torchvision-style) names to paddle.vision's, per family, applied in order.
+COMMON = ((r"\.running_mean$", "._mean"), (r"\.running_var$", "._variance"))
+RENAMES = {
+    "resnet": ((r"^(layer\d+\.\d+\.conv2)\.0\.weight$", r"\1.weight"), *COMMON),
+    "mobilenet_v2": (
+        (r"^(features\.\d+\.conv\.\d+)\.2\.(weight|bias|running_mean|running_var)$", r"\1.1.\2"),
+        (r"^classifier\.0\.(weight|bias)$", r"classifier.1.\1"),
+        *COMMON,
+    ),
+}
+CONVERTIBLE = [f"resnet{d}{s}" for d in DEPTHS for s in ("", "_simam")] + ["mobilenet_v2", "mobilenet_v2_simam"]
+CLASSIFIER = {"resnet": "fc.weight", "mobilenet_v2": "classifier.1.weight"}
+
+
+def _family(model: str) -> str:
+    if model not in CONVERTIBLE:
+        raise ConfigError(f"--model {model!r}: checkpoints convert into {', '.join(CONVERTIBLE)}")
+    return "resnet" if model.startswith("resnet") else "mobilenet_v2"
+
+
+def find_state_dict(obj, where: str) -> dict[str, np.ndarray]:
+    """The state dict in a loaded checkpoint: the dict of arrays itself, or one under a ``WRAPPERS`` key;
+    a ``module.`` prefix on every key is removed."""
+    for _ in range(3):  # a wrapper inside a wrapper at most
+        if isinstance(obj, dict) and obj and all(isinstance(v, np.ndarray) for v in obj.values()):
+            keys = [str(k) for k in obj]
+            if all(k.startswith("module.") for k in keys):
+                keys = [k.removeprefix("module.") for k in keys]
+            return dict(zip(keys, obj.values()))
+        if isinstance(obj, dict) and any(k in obj for k in WRAPPERS):
+            obj = obj[next(k for k in WRAPPERS if k in obj)]
+            continue
+        break
+    held = f"a dict with keys {', '.join(map(str, list(obj)[:8]))}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+    raise CheckpointError(f"{where} holds {held}: expected a state dict of tensors, or one under "
+                          f"{' or '.join(repr(k) for k in WRAPPERS)}")
+
+
+def to_paddle(state: dict[str, np.ndarray], family: str) -> dict[str, tuple[str, np.ndarray]]:
+    """Paddle key -> (the checkpoint's key, the array in Paddle's layout)."""
+    out = {}
+    for key, array in state.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        name = key
+        for pattern, replacement in RENAMES[family]:
+            name = re.sub(pattern, replacement, name)
+        out[name] = (key, array.T.copy() if array.ndim == 2 else array)
+    return out
+
+
+def _listed(items: list[str]) -> str:
+    return ", ".join(items[:SHOWN]) + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
+
+
+def check_fit(converted: dict[str, tuple[str, np.ndarray]], own: dict, where: str, model: str) -> None:
+    """Refuse a checkpoint whose keys or shapes do not fit the model, naming them."""
+    missing = sorted(set(own) - set(converted))
+    unexpected = sorted(converted[k][0] for k in set(converted) - set(own))
+    shapes = sorted(f"{converted[k][0]} {list(converted[k][1].shape)} (as {k} {list(converted[k][1].shape)}) vs "
+                    f"{list(own[k].shape)}" for k in set(converted) & set(own)
+                    if list(converted[k][1].shape) != list(own[k].shape))
+    problems = [f"{label}: {_listed(items)}" for label, items in
+                (("missing (Paddle names)", missing), ("unexpected", unexpected), ("shape differs (checkpoint vs model)", shapes))
+                if items]
+    if problems:
+        raise CheckpointError(f"{where} does not fit {model} (" + "; ".join(problems) + "). Check --model: the depth, "
+                              "and plain or _simam, of the network the checkpoint was trained as")
+
+
+def convert(checkpoint: str | Path, model: str, output: str | Path, e_lambda: float = OFFICIAL_LAMBDA,
+            overwrite: bool = False) -> dict:
+    """Convert ``checkpoint`` into Paddle weights for ``model`` at ``output``; return what was done."""
+    family = _family(model)
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise ConfigError(f"{output} already exists; pass --overwrite to replace it, or choose another --output")
+    where = str(checkpoint)
+    state = find_state_dict(read_torch_checkpoint(checkpoint), where)
+    converted = to_paddle(state, family)
+    head = converted.get(CLASSIFIER[family])
+    if head is None or head[1].ndim != 2:
+        raise CheckpointError(f"{where} has no classifier {CLASSIFIER[family]} (as Paddle names it): is it a "
+                              f"{family} checkpoint? Its first keys: {_listed(list(state))}")
+    num_classes = int(head[1].shape[1])
+    options = {"e_lambda": e_lambda} if model.endswith("_simam") else {}
+    net = build_model(model, num_classes=num_classes, **options)
+    own = net.state_dict()
+    check_fit(converted, own, where, model)
+    weights = {k: array.astype(own[k].numpy().dtype) for k, (_, array) in converted.items()}
+    load_weights(net, weights, model_name=model, source=where)
+    atomic_paddle_save(net.state_dict(), output)
+    return {"model": model, "num_classes": num_classes, "tensors": len(weights), "output": str(output),
+            "options": options}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = cli.parser("convert", "Convert a PyTorch checkpoint of a (SimAM) ResNet or MobileNetV2 into Paddle weights.")
+    p.add_argument("checkpoint", help="the PyTorch checkpoint (torch.save's zip format), e.g. the official SimAM ImageNet ones")
+    p.add_argument("--model", required=True, choices=CONVERTIBLE, metavar="NAME",
+                   help=f"the network the checkpoint holds, as build_model names it: {', '.join(CONVERTIBLE)}")
+    p.add_argument("--output", required=True, help="the .pdparams file to write")
+    p.add_argument("--e-lambda", type=float, default=OFFICIAL_LAMBDA,
+                   help=f"SimAM lambda of the model built for the check (default {OFFICIAL_LAMBDA}, the official runs')")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    args = p.parse_args(argv)
+
+    def work() -> None:
+        done = convert(args.checkpoint, args.model, args.output, args.e_lambda, args.overwrite)
+        built = ", ".join(f"{k}={v}" for k, v in {"num_classes": done["num_classes"], **done["options"]}.items())
+        print(f"wrote {done['output']}: {done['tensors']} tensors of {args.checkpoint} as {done['model']} "
+              f"({done['num_classes']} classes); load it with build_model({done['model']!r}, {built}), or fine-tune "
+              f"from it with -o model.name={done['model']} -o model.pretrained={done['output']}")
+
+    return cli.run(work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
