@@ -55,6 +55,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "num_classes": Key(10, "int", "number of output classes", _positive, "> 0"),
         "e_lambda": Key(1e-4, "float", "SimAM lambda (1e-4 official default; the notebook used 1e-5)", _positive, "> 0"),
         "dropout": Key(0.5, "float", "dropout of AlexNet's classifier (0 = off); other models have none", lambda v: 0 <= v < 1, "in [0, 1)"),
+        "fast_conv": Key(True, "bool", "AlexNet's CPU float32 convolutions through oneDNN (simam_paddle.fastconv) where it builds, else Paddle's own; same numbers to float rounding; other models use Paddle's"),
     },
     "data": {
         "root": Key(None, "str?", "cifar-10-python.tar.gz path, image-folder root (train/, test/), or null for Paddle's cache"),
@@ -199,11 +200,12 @@ def save_config(config: dict, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
 
 
-# Keys that do not change what a run computes (where it writes, how it logs, how data is loaded):
-# they may differ between runs that are compared, and change when a run is resumed.
+# Keys that do not change what a run computes (where it writes, how it logs, how data is loaded, which
+# convolution kernel computes the same numbers to float rounding): they may differ between runs that
+# are compared, and change when a run is resumed.
 NON_COMPUTATIONAL = {
     ("train", "output_dir"), ("train", "resume"), ("train", "overwrite"), ("train", "visualdl"),
-    ("train", "log_interval"), ("train", "throughput_batches"), ("data", "num_workers"),
+    ("train", "log_interval"), ("train", "throughput_batches"), ("data", "num_workers"), ("model", "fast_conv"),
 }
 
 

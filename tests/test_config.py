@@ -21,7 +21,7 @@ def test_every_key_has_a_default_and_a_comment():
 @pytest.mark.parametrize("name", ["alexnet", "alexnet_simam"])
 def test_reproduction_configs_hold_the_notebook_recipe(name):
     c = load_config(CONFIGS / f"{name}.yaml")
-    assert c["model"] == {"name": name, "num_classes": 10, "e_lambda": 1e-5, "dropout": 0.5}
+    assert c["model"] == {"name": name, "num_classes": 10, "e_lambda": 1e-5, "dropout": 0.5, "fast_conv": True}
     assert c["data"]["train_transforms"] == "recipe"
     assert c["data"]["mixup_alpha"] == 0.0
     assert (c["data"]["batch_size"], c["data"]["num_workers"]) == (128, 2)
