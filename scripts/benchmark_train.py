@@ -14,6 +14,12 @@ Two measurements, batch 128 of 128x128 inputs, float32, on the CPU:
    layers, dropout, label smoothing 0.1 and Adam with L2 weight decay; AlexNet-SimAM with SimAM as
    the official PyTorch code writes it, unfused).
 
+3. Paddle's own ways to oneDNN, each in a subprocess: a dynamic-graph convolution (forward and
+   backward) with ``FLAGS_use_mkldnn=1 FLAGS_use_onednn=1``, counting the oneDNN convolution
+   primitives it executes (``ONEDNN_VERBOSE=1``); and a training step of AlexNet under
+   ``paddle.jit.to_static`` with ``FLAGS_use_mkldnn=1``, reporting whether it runs. The training
+   step of (2) also times AlexNet under ``paddle.jit.to_static`` without oneDNN ("to_static").
+
 All candidates of a measurement run interleaved in one process (``simam_paddle.timing``:
 round-robin, the order rotated every round, the median over the rounds after warm-up), so that
 the load of a shared machine falls on all of them alike; read the ratios, not the absolute times.
@@ -106,15 +112,16 @@ def layer_candidates(spec: tuple, shape: list[int], needs_input_grad: bool) -> d
     return candidates
 
 
-def paddle_step(model_name: str, fast_conv: bool, x: paddle.Tensor, y: paddle.Tensor):
+def paddle_step(model_name: str, fast_conv: bool, x: paddle.Tensor, y: paddle.Tensor, static: bool = False):
     model = build_model(model_name, e_lambda=E_LAMBDA, fast_conv=fast_conv) if model_name.endswith("simam") \
         else build_model(model_name, fast_conv=fast_conv)
+    forward = paddle.jit.to_static(model, full_graph=True) if static else model
     loss_fn = LabelSmoothingCrossEntropy(0.1)
     opt = paddle.optimizer.Adam(learning_rate=5e-4, parameters=model.parameters(), weight_decay=1e-5)
 
     def train():
         model.train()
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(forward(x), y)
         loss.backward()
         opt.step()
         opt.clear_grad()
@@ -122,7 +129,7 @@ def paddle_step(model_name: str, fast_conv: bool, x: paddle.Tensor, y: paddle.Te
     def infer():
         model.eval()
         with paddle.no_grad():
-            model(x)
+            forward(x)
 
     return train, infer
 
@@ -168,6 +175,45 @@ def torch_step(model_name: str, x_np: np.ndarray, y_np: np.ndarray):
     return train, infer
 
 
+SWITCH_PROBES = {
+    "dygraph conv with FLAGS_use_mkldnn/FLAGS_use_onednn": (
+        "import paddle, paddle.nn.functional as F\n"
+        "x = paddle.randn([8, 48, 15, 15]); x.stop_gradient = False\n"
+        "w = paddle.randn([128, 48, 5, 5]); w.stop_gradient = False\n"
+        "F.conv2d(x, w, padding=2).sum().backward()\n"
+        "print('ran')\n",
+        {"FLAGS_use_mkldnn": "1", "FLAGS_use_onednn": "1", "ONEDNN_VERBOSE": "1"}),
+    "to_static AlexNet training step with FLAGS_use_mkldnn": (
+        "import paddle\n"
+        "from simam_paddle import LabelSmoothingCrossEntropy, build_model\n"
+        "model = build_model('alexnet', fast_conv=False)\n"
+        "static = paddle.jit.to_static(model, full_graph=True)\n"
+        "opt = paddle.optimizer.Adam(learning_rate=5e-4, parameters=model.parameters())\n"
+        "x = paddle.randn([16, 3, 128, 128]); y = paddle.randint(0, 10, [16])\n"
+        "LabelSmoothingCrossEntropy(0.1)(static(x), y).backward(); opt.step()\n"
+        "print('ran')\n",
+        {"FLAGS_use_mkldnn": "1", "ONEDNN_VERBOSE": "1"}),
+}
+
+
+def paddle_onednn_switches() -> dict:
+    """Run each probe in a subprocess: did it finish, and how many oneDNN convolution primitives ran."""
+    import subprocess
+
+    out = {}
+    for name, (code, env) in SWITCH_PROBES.items():
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
+                              env={**os.environ, **env}, cwd=Path(__file__).resolve().parents[1])
+        lines = proc.stdout.splitlines()
+        convs = sum(1 for line in lines if line.startswith("onednn_verbose") and ",exec,cpu,convolution," in line)
+        error = [line for line in proc.stderr.splitlines() if "Error" in line or "error" in line][-3:]
+        out[name] = {"returncode": proc.returncode, "finished": "ran" in lines, "onednn_conv_primitives": convs,
+                     "error": error}
+        print(f"{name}: exit {proc.returncode}, finished {'ran' in lines}, oneDNN convolutions executed {convs}"
+              + (f", {error[-1]}" if error else ""), flush=True)
+    return out
+
+
 def machine() -> dict:
     info = {"python": platform.python_version(), "paddle": paddle.__version__, "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg()}
@@ -189,14 +235,15 @@ def machine() -> dict:
 
 def print_table(title: str, rows: dict[str, dict[str, float]], unit: str) -> None:
     """Rows of figures per implementation, and fastconv's speed against each other one (> 1: fastconv faster)."""
-    order = [n for n in ("paddle", "fastconv", "torch") if any(n in row for row in rows.values())]
+    order = [n for n in ("paddle", "to_static", "fastconv", "torch") if any(n in row for row in rows.values())]
     others = [n for n in order if n != "fastconv"]
     print(f"\n{title} ({unit}, median)")
     print(f"{'':20s}" + "".join(f"{n:>12s}" for n in order) + "".join(f"{'fast vs ' + n:>16s}" for n in others))
     for key, row in rows.items():
-        speed = {n: (row["fastconv"] / row[n] if unit == "images/s" else row[n] / row["fastconv"]) for n in others}
-        print(f"{key:20s}" + "".join(f"{row[n]:12.1f}" for n in order) + "".join(f"{speed[n]:15.2f}x" for n in others),
-              flush=True)
+        speed = {n: (row["fastconv"] / row[n] if unit == "images/s" else row[n] / row["fastconv"]) for n in others
+                 if n in row}
+        print(f"{key:20s}" + "".join(f"{row[n]:12.1f}" if n in row else f"{'-':>12s}" for n in order)
+              + "".join(f"{speed[n]:15.2f}x" if n in speed else f"{'-':>16s}" for n in others), flush=True)
 
 
 def main() -> None:
@@ -206,6 +253,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--skip-layers", action="store_true")
     parser.add_argument("--skip-models", action="store_true")
+    parser.add_argument("--skip-switches", action="store_true")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args()
 
@@ -219,7 +267,7 @@ def main() -> None:
     if torch is None:
         print("PyTorch is not importable: no reference figures")
     result = {"machine": info, "batch": BATCH, "input_size": INPUT_SIZE, "warmup": args.warmup, "layers": {},
-              "models": {}}
+              "models": {}, "switches": {}}
 
     if not args.skip_layers:
         rows = {}
@@ -243,6 +291,8 @@ def main() -> None:
         for model_name in MODELS:
             for impl, fast in (("paddle", False), ("fastconv", True)):
                 train[f"{model_name} {impl}"], infer[f"{model_name} {impl}"] = paddle_step(model_name, fast, x, y)
+            if model_name == "alexnet":
+                train["alexnet to_static"], infer["alexnet to_static"] = paddle_step(model_name, False, x, y, static=True)
             if torch is not None:
                 train[f"{model_name} torch"], infer[f"{model_name} torch"] = torch_step(model_name, x_np, y_np)
         for what, candidates in (("train", train), ("infer", infer)):
@@ -252,9 +302,14 @@ def main() -> None:
                                       "rounds": args.model_rounds}
             rows = {}
             for model_name in MODELS:
-                rows[model_name] = {impl: BATCH / medians[f"{model_name} {impl}"] for impl in ("paddle", "fastconv", "torch")
+                rows[model_name] = {impl: BATCH / medians[f"{model_name} {impl}"]
+                                    for impl in ("paddle", "to_static", "fastconv", "torch")
                                     if f"{model_name} {impl}" in medians}
             print_table(f"{'Training step' if what == 'train' else 'Inference'}, batch 128", rows, "images/s")
+
+    if not args.skip_switches:
+        print("\nPaddle's own switches to oneDNN (subprocesses)")
+        result["switches"] = paddle_onednn_switches()
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
