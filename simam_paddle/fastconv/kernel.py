@@ -97,10 +97,12 @@ def check_library() -> str:
 
 
 def cache_dir() -> Path:
-    """The directory this build is cached in, beside the SimAM kernel's (one per sources/flags/Paddle/Python)."""
+    """The directory this build is cached in, beside the SimAM kernel's (one per sources, their place, the flags,
+    Paddle and Python)."""
     signature = "\n".join(
         [
             *(hashlib.sha256(path.read_bytes()).hexdigest() for path in SOURCES + HEADERS),
+            str(CSRC),  # Paddle rebuilds a cached library whose sources it finds at another path
             " ".join(CXX_FLAGS + LD_FLAGS),
             paddle.__version__,
             sys.version,
