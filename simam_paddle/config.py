@@ -56,6 +56,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "e_lambda": Key(1e-4, "float", "SimAM lambda (1e-4 official default; the notebook used 1e-5; the official ImageNet weights 0.1)", _positive, "> 0"),
         "dropout": Key(0.5, "float", "dropout of AlexNet's classifier (0 = off); other models have none", lambda v: 0 <= v < 1, "in [0, 1)"),
         "pretrained": Key(None, "str?", "weights to start from: a .pdparams file (e.g. from simam_paddle.convert) or a run directory (its best weights); loaded strictly, but for a classifier of another num_classes, which starts new"),
+        "fast_conv": Key(True, "bool", "AlexNet's CPU float32 convolutions through oneDNN (simam_paddle.fastconv) where it builds, else Paddle's own; same numbers to float rounding; other models use Paddle's"),
     },
     "data": {
         "root": Key(None, "str?", "cifar-10-python.tar.gz path, image-folder root (train/<class>/, val/<class>/ or test/<class>/), or null for Paddle's CIFAR-10 cache"),
@@ -201,11 +202,12 @@ def save_config(config: dict, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
 
 
-# Keys that do not change what a run computes (where it writes, how it logs, how data is loaded):
-# they may differ between runs that are compared, and change when a run is resumed.
+# Keys that do not change what a run computes (where it writes, how it logs, how data is loaded, which
+# convolution kernel computes the same numbers to float rounding): they may differ between runs that
+# are compared, and change when a run is resumed.
 NON_COMPUTATIONAL = {
     ("train", "output_dir"), ("train", "resume"), ("train", "overwrite"), ("train", "visualdl"),
-    ("train", "log_interval"), ("train", "throughput_batches"), ("data", "num_workers"),
+    ("train", "log_interval"), ("train", "throughput_batches"), ("data", "num_workers"), ("model", "fast_conv"),
 }
 
 

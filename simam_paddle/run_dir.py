@@ -96,6 +96,8 @@ def model_options(config: dict) -> dict:
         options["dropout"] = model["dropout"]
     elif model["dropout"] != SCHEMA["model"]["dropout"].default:
         raise ConfigError(f"model.dropout applies to AlexNet models only; {model['name']} has no dropout to set")
+    if "fast_conv" in accepted:
+        options["fast_conv"] = model["fast_conv"]
     return options
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from . import run_dir
+from . import fastconv, run_dir
 from .config import ConfigError, describe, load_config
 from .data import Mixup, build_loader, evenly_spaced_images, set_loader_epoch
 from .distributed import all_reduce_sum
@@ -64,6 +64,7 @@ def environment(model: paddle.nn.Layer) -> dict:
         "machine": platform.machine(),
         "world_size": dist.get_world_size(),
         "simam": simam_implementation(model),
+        "conv": fastconv.implementation(model),
     }
 
 
@@ -127,6 +128,15 @@ def describe_simam(info: dict) -> str:
         return "none (the model has no SimAM layer)"
     why = f"; the kernel is unavailable: {info['kernel_error'].splitlines()[0]}" if info.get("kernel_error") else ""
     return f"{info['implementation']} (Paddle operations{why})"
+
+
+def describe_conv(info: dict) -> str:
+    if info["implementation"] == "onednn":
+        return f"onednn (oneDNN {info['onednn']}, {info['threads']} threads, {info['layers']} layers)"
+    if info["implementation"] == "none":
+        return "none (the model has no convolution)"
+    why = f"; oneDNN is unavailable: {info['error'].splitlines()[0]}" if info.get("error") else ""
+    return f"paddle (Paddle's own kernels{why})"
 
 
 def seconds(s: float) -> str:
@@ -280,6 +290,7 @@ class Trainer:
         self.log(f"{h['model']}: {h['params']:,} parameters, {self.steps} iterations per epoch, "
                  f"{tc['epochs']} epochs, output {self.out}")
         self.log(f"SimAM implementation: {describe_simam(simam_implementation(self.model))}")
+        self.log(f"Convolutions: {describe_conv(fastconv.implementation(self.model))}")
         for epoch in range(self.start_epoch, tc["epochs"]):
             lr = self.optimizer.get_lr()
             stats = self.train_epoch(epoch)

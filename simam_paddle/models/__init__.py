@@ -36,7 +36,7 @@ class ModelSpec:
 
 
 def _alexnet(attn: str) -> ModelSpec:
-    options = ("dropout", "fuse") + (SIMAM_OPTIONS if attn == "simam" else ())
+    options = ("dropout", "fuse", "fast_conv") + (SIMAM_OPTIONS if attn == "simam" else ())
     return ModelSpec(partial(AlexNet, attn_layer=attn), options, ALEXNET_INPUT_SIZE)
 
 

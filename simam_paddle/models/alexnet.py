@@ -5,6 +5,8 @@ feature map flattened into a 2048-2048 classifier with dropout 0.5. ``attn_layer
 SimAM right after each of the five convolutions, before its ReLU; as SimAM has no parameters, both
 models have 7,524,042 parameters for 10 classes. Where the SimAM kernel runs, each SimAM, its ReLU
 and its pool run as one call (see ``simam_paddle.layers.fusion``): the same numbers, less memory kept for backward.
+With ``fast_conv`` (the default) the convolutions are ``simam_paddle.fastconv.Conv2D``: oneDNN on the
+CPU where it applies, Paddle's own convolution elsewhere; the parameters and their names are the same.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
+from ..fastconv import Conv2D as FastConv2D
 from ..layers import create_attn, run_sequential
 
 INPUT_SIZE = 128
@@ -29,6 +32,7 @@ class AlexNet(nn.Layer):
     """AlexNet for 128x128 RGB images; ``attn_layer`` names the attention after each convolution.
 
     ``fuse=False`` runs every layer on its own (the fused blocks give the same numbers; see simam_paddle.layers.fusion).
+    ``fast_conv=False`` computes the convolutions with Paddle's own kernels everywhere (see simam_paddle.fastconv).
     """
 
     def __init__(
@@ -37,13 +41,15 @@ class AlexNet(nn.Layer):
         attn_layer: str | None = "none",
         dropout: float = 0.5,
         fuse: bool = True,
+        fast_conv: bool = True,
         **attn_kwargs,
     ):
         super().__init__()
         self.fuse = fuse
+        conv = FastConv2D if fast_conv else nn.Conv2D
         layers = []
         for cin, cout, k, stride, pad, pool in CONVS:
-            layers.append(nn.Conv2D(cin, cout, kernel_size=k, stride=stride, padding=pad))
+            layers.append(conv(cin, cout, kernel_size=k, stride=stride, padding=pad))
             # An Identity stands in for "no attention" so that both models share parameter names
             # (features.0, .4, .8, .11, .14: the notebook's AlexNet_SimAM names) and checkpoints.
             layers.append(create_attn(attn_layer, cout, **attn_kwargs) or nn.Identity())
