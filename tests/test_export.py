@@ -84,7 +84,7 @@ def test_existing_export_is_not_overwritten_silently(run_dir, capsys):
 
 def test_failed_check_writes_nothing(run_dir, monkeypatch, capsys):
     real = export_module.RUNNERS["paddle"]
-    monkeypatch.setitem(export_module.RUNNERS, "paddle", lambda folder: (lambda batch: real(folder)(batch) + 2e-4))
+    monkeypatch.setitem(export_module.RUNNERS, "paddle", lambda folder, **kw: (lambda batch: real(folder, **kw)(batch) + 2e-4))
     assert main([str(run_dir), "--format", "paddle", "--num-images", "2"]) == 1
     captured = capsys.readouterr()
     assert "FAILED" in captured.out
