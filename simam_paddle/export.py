@@ -26,9 +26,10 @@ Engines: :func:`paddle_runner` and :func:`onnx_runner` are the one place where a
 built, for the check here and for ``predict``, ``evaluate`` and ``scripts/benchmark_deploy.py``. By
 default they take the fastest correct CPU settings measured (BENCHMARKS.md, "Deployment"): Paddle
 Inference with oneDNN on, and either engine on as many threads as the process has cores available;
-each runner says which settings it runs with (``runner.engine``). The ONNX file is written without
-paddle2onnx's optional Polygraphy constant folding (it pip-installs packages at export time);
-onnxruntime folds constants itself when it loads the model, so export needs no network.
+each runner says which settings it runs with (``runner.engine``). The ONNX file is optimised by
+onnxruntime's basic, runtime-independent graph optimisations (constant folding, redundant nodes)
+instead of paddle2onnx's default Polygraphy step, which pip-installs packages at export time: export
+needs no network and installs nothing.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ PREPROCESSING = (
 )
 
 # paddle2onnx's graph optimiser: "None" skips its default, Polygraphy, which sets
-# POLYGRAPHY_AUTOINSTALL_DEPS=1 and pip-installs onnx_graphsurgeon and sympy on first use.
+# POLYGRAPHY_AUTOINSTALL_DEPS=1 and pip-installs onnx_graphsurgeon and sympy on first use;
+# onnxruntime's basic optimisations take its place (_optimize_onnx).
 ONNX_OPTIMIZE_TOOL = "None"
 
 
@@ -135,12 +137,35 @@ def write_onnx(model: paddle.nn.Layer, folder: Path) -> None:
     paddle2onnx, _ = _require_onnx()
     with tempfile.TemporaryDirectory() as tmp:
         program = _jit_save(model, Path(tmp) / "model")
+        converted = Path(tmp) / "converted.onnx"
         paddle2onnx.export(
-            str(program), str(Path(tmp) / "model.pdiparams"), str(folder / "model.onnx"), opset_version=ONNX_OPSET,
+            str(program), str(Path(tmp) / "model.pdiparams"), str(converted), opset_version=ONNX_OPSET,
             optimize_tool=ONNX_OPTIMIZE_TOOL,
         )
-    if not (folder / "model.onnx").is_file():
-        raise ExportError("paddle2onnx wrote no model.onnx (see its messages above)")
+        if not converted.is_file():
+            raise ExportError("paddle2onnx wrote no model.onnx (see its messages above)")
+        _optimize_onnx(converted, folder / "model.onnx")
+
+
+def _optimize_onnx(source: Path, target: Path) -> None:
+    """onnxruntime's basic graph optimisations (constant folding, removal of redundant nodes; standard
+    ONNX operators only, for any runtime) from ``source`` into ``target``: the step that replaces
+    paddle2onnx's Polygraphy folding (see ONNX_OPTIMIZE_TOOL)."""
+    _, onnxruntime = _require_onnx()
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(target)
+    options.log_severity_level = 3  # its notices about the constants it removes
+    onnxruntime.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    import onnx
+
+    model = onnx.load(str(target))  # onnxruntime declares its own operator sets too: keep those in use
+    used = {node.domain for node in model.graph.node}
+    kept = [opset for opset in model.opset_import if opset.domain in used | {""}]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
 
 
 def paddle_runner(folder: Path, onednn: bool | None = True, threads: int | None = None,

@@ -62,6 +62,11 @@ def test_onnx_batch_dimension_is_dynamic(run_dir):
     session = onnxruntime.InferenceSession(str(run_dir / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
     (inp,) = session.get_inputs()
     assert inp.name == "image" and not isinstance(inp.shape[0], int) and inp.shape[1:] == [3, 128, 128]
+    import onnx
+
+    model = onnx.load(str(run_dir / "onnx" / "model.onnx"))  # optimised by onnxruntime, still plain ONNX 13
+    assert {node.domain for node in model.graph.node} == {""}
+    assert [(opset.domain, opset.version) for opset in model.opset_import] == [("", 13)]
 
 
 def test_rendered_images_when_data_root_is_no_image_folder(tmp_path, capsys):
