@@ -7,6 +7,8 @@ on custom operators); these tests check that it runs, trains and exports like th
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +196,29 @@ def test_float32_accuracy_at_a_large_mean(tmp_path, engine):
 
     y = _run_engine(engine, x, lam, tmp_path)
     assert np.abs(y / x - weight).max() <= bound, f"{engine}: max weight error {np.abs(y / x - weight).max():.3g}"
+
+
+ONEDNN_PROGRAM = """
+import sys
+from paddle import inference
+config = inference.Config(sys.argv[1] + ".json", sys.argv[1] + ".pdiparams")
+config.enable_mkldnn()
+config.switch_ir_debug(True)  # prints the program after each of Paddle Inference's passes
+inference.create_predictor(config)
+"""
+
+
+def test_onednn_reorders_no_feature_map_around_simam(saved_model, tmp_path):
+    """Paddle Inference with oneDNN, after all its passes: every SimAM operation on a feature map runs
+    in oneDNN, so the only layout reorders (onednn_to_paddle_layout) are of per-channel statistics
+    [N, C, 1, 1] or of the flattened output, never of an [N, C, H, W] map with H*W > 1."""
+    _, prefix = saved_model
+    proc = subprocess.run([sys.executable, "-c", ONEDNN_PROGRAM, prefix], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    final = proc.stdout[proc.stdout.rfind("IRPrinting on builtin.module after"):]
+    assert "onednn_op.pool2d" in final and "onednn_op.fused_elementwise_mul" in final
+    reordered = re.findall(r'op_name:"pd_op\.onednn_to_paddle_layout".*?: \(cpu_tensor<([-\dx]+)xf32>\)', final)
+    assert reordered, "no reorder found at all: has the debug format changed?"
+    maps = [dims for dims in reordered if len(dims.split("x")) == 4 and dims.split("x")[2:] != ["1", "1"]]
+    assert not maps, f"feature maps reordered out of oneDNN's layout: {maps}"
