@@ -22,6 +22,10 @@ the plain model's: its img/s over theirs, their latency over its latency (1.00 =
 
 The input is random normal data of the exported input shape [N, 3, 128, 128]; the time is the
 engine's (copy in, run, copy out), no preprocessing.
+
+``--formulation plain`` exports the SimAM models with the dynamic graph's "plain" formulation (mean
+over H and W, square, divide) in place of "static", as exports were built before "static" existed,
+for a before/after comparison on the same machine.
 """
 
 from __future__ import annotations
@@ -154,8 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-calls", type=int, default=20, help="batch-1 calls per latency round (default: 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="export check bound (default: 1e-4)")
+    p.add_argument("--formulation", choices=("static", "plain"), default="static",
+                   help="the SimAM formulation exports get (default: static, what simam_paddle exports; plain: as before it)")
     p.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     args = p.parse_args(argv)
+    if args.formulation == "plain":
+        simam_module = sys.modules["simam_paddle.layers.simam"]
+        simam_module._simam_static = simam_module._simam_plain  # what static graphs ran before "static"
 
     runs = {}
     for item in args.run:
@@ -164,9 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--run {item!r}: expected NAME=RUN_DIR with NAME one of the four models and a run directory")
         runs[name] = Path(path)
     threads = engine_threads(args.threads)
-    info = {"machine": machine(), "threads": threads, "batch": args.batch, "rounds": args.rounds, "warmup": args.warmup,
+    info = {"machine": machine(), "formulation": args.formulation, "threads": threads, "batch": args.batch,
+            "rounds": args.rounds, "warmup": args.warmup,
             "latency_calls": args.latency_calls, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_start": load()}
-    print(f"machine: {info['machine']}")
+    print(f"machine: {info['machine']}; SimAM formulation in the exports: {args.formulation}")
     print(f"engine threads T = {threads}; batch {args.batch} throughput and batch 1 latency, median of {args.rounds} "
           f"interleaved rounds after {args.warmup} warm-up (latency: {args.latency_calls} calls per round); "
           f"load average at the start {info['load_start']}", flush=True)
