@@ -2,7 +2,8 @@
 
 Each tool runs as ``python -m simam_paddle.<tool>`` and as the console script ``simam-<tool>``. One
 flag means one thing everywhere (``--output``, ``--weights``, ``--num-images``, ``--overwrite``,
-``-o section.key=value``), and one exit code one kind of outcome:
+``-o section.key=value``, and for the tools that run exports ``--threads`` and ``--no-onednn``), and
+one exit code one kind of outcome:
 
     0    done
     1    the work ran and failed (an export that does not match its model, a run that failed)
@@ -67,6 +68,14 @@ def parser(tool: str, description: str) -> argparse.ArgumentParser:
 def add_weights(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="best", choices=("best", "final"),
                    help="which weights of a run directory (default: best)")
+
+
+def add_engine(p: argparse.ArgumentParser) -> None:
+    """The engine settings of a tool that runs exports (predict, evaluate)."""
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of the inference engine that runs an export (default: the cores available)")
+    p.add_argument("--no-onednn", dest="onednn", action="store_false",
+                   help="run a Paddle Inference export without oneDNN (default: oneDNN on, the fast path on CPUs)")
 
 
 def add_overrides(p: argparse.ArgumentParser, what: str = "a config value") -> None:

@@ -1,4 +1,9 @@
-"""Validation and throughput of a model; ``python -m simam_paddle.evaluate RUN_DIR``.
+"""Validation and throughput of a model; ``python -m simam_paddle.evaluate RUN_DIR|EXPORT_DIR``.
+
+A run directory is evaluated in the dynamic graph; an export folder of ``simam_paddle.export`` through
+its engine (Paddle Inference or onnxruntime) with the fastest settings measured, named once in the
+output (``--threads``, ``--no-onednn`` change them), on the data of the run it was exported from
+(its config.yaml, when the run is still there) or of ``-o data.root=...``.
 
 Two throughputs, because they answer different questions:
 - model-only: images/s of forward passes on ready tensors, after warm-up (what the model costs);
@@ -25,8 +30,9 @@ from .timing import interleaved_medians
 @paddle.no_grad()
 def evaluate(model: paddle.nn.Layer, loader, smoothing: float = 0.1) -> dict:
     """Mean loss and accuracy over ``loader`` (over all processes' shards), and the pass's end-to-end
-    images/s (loading included)."""
-    model.eval()
+    images/s (loading included). ``model`` is a Layer or any function from images to logits (tensors)."""
+    if isinstance(model, paddle.nn.Layer):
+        model.eval()
     loss_sum = correct = count = 0.0
     start = time.perf_counter()
     for images, labels in loader:
@@ -56,26 +62,53 @@ def model_throughput(models: dict[str, paddle.nn.Layer], batch_size: int = 128, 
     return {name: batch_size / s for name, s in seconds.items()}
 
 
+def _export_config(meta: dict, overrides: list[str]) -> dict:
+    """The config to evaluate an export with: its run's config.yaml when the run is still there, else
+    the defaults with the export's model section; then ``overrides``."""
+    from .config import apply_overrides, load_config
+    from .run_dir import is_run_dir, read_config
+
+    run_dir = meta.get("run_dir")
+    config = read_config(run_dir) if run_dir and is_run_dir(run_dir) else load_config(None, [])
+    config["model"].update(meta["model"])
+    return apply_overrides(config, overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .config import apply_overrides
     from .data import build_loader
+    from .export import is_export, load_exported
     from .run_dir import load_run_model
 
     p = cli.parser("evaluate", __doc__.split("\n")[0])
-    p.add_argument("run_dir", help="a run directory written by simam_paddle.train")
+    p.add_argument("model", metavar="run_dir", help="a run directory written by simam_paddle.train, or an export folder")
     cli.add_weights(p)
+    cli.add_engine(p)
     p.add_argument("--batches", type=int, default=10, help="timed batches for the model-only throughput")
     cli.add_overrides(p, "a data setting of the run (data.root=PATH, data.limit_val=1000, ...)")
     args = p.parse_args(argv)
 
     def work() -> None:
-        model, config = load_run_model(args.run_dir, args.weights)
-        apply_overrides(config, args.override)
+        if is_export(args.model):
+            run, meta = load_exported(args.model, args.onednn, args.threads)
+            config = _export_config(meta, args.override)
+            what = f"{config['model']['name']} ({meta['format']} export of the {meta['weights']} weights; engine: {run.engine})"
+            model = lambda images: paddle.to_tensor(run(images.numpy()))  # noqa: E731
+            size = meta["input"]["shape"][-1]
+            x = paddle.randn([config["data"]["batch_size"], 3, size, size]).numpy()
+            seconds = interleaved_medians({"model": lambda: run(x)}, args.batches, 2)["model"]
+            model_ips = config["data"]["batch_size"] / seconds
+        else:
+            model, config = load_run_model(args.model, args.weights)
+            apply_overrides(config, args.override)
+            what = f"{config['model']['name']} ({args.weights} weights)"
+            model_ips = None
         val_loader = build_loader(config, "val")
         result = evaluate(model, val_loader, config["loss"]["smoothing"])
-        model_ips = model_throughput({"model": model}, config["data"]["batch_size"], args.batches,
-                                     input_size=config["data"]["image_size"])["model"]
-        print(f"{config['model']['name']} ({args.weights} weights) on {result['images']} test images")
+        if model_ips is None:
+            model_ips = model_throughput({"model": model}, config["data"]["batch_size"], args.batches,
+                                         input_size=config["data"]["image_size"])["model"]
+        print(f"{what} on {result['images']} test images")
         print(f"  val loss {result['loss']:.4f}  val acc {result['acc']:.4f}")
         print(f"  throughput: model-only {model_ips:.1f} img/s (batch {config['data']['batch_size']}, ready tensors, "
               f"median of {args.batches} after warm-up); end-to-end {result['ips']:.1f} img/s "

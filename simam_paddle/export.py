@@ -22,6 +22,15 @@ model with logits in the hundreds (an untrained ResNet-50) differs from itself i
 that through float32 rounding alone, and needs a looser ``--tolerance``. A failed export or check
 leaves nothing behind and exits non-zero; an existing export is replaced only with ``--overwrite``,
 and stays in place until the new one is complete.
+
+Engines: :func:`paddle_runner` and :func:`onnx_runner` are the one place where an export's engine is
+built, for the check here and for ``predict``, ``evaluate`` and ``scripts/benchmark_deploy.py``. By
+default they take the fastest correct CPU settings measured (BENCHMARKS.md, "Deployment"): Paddle
+Inference with oneDNN on, and either engine on as many threads as the process has cores available;
+each runner says which settings it runs with (``runner.engine``). The ONNX file is optimised by
+onnxruntime's basic, runtime-independent graph optimisations (constant folding, redundant nodes)
+instead of paddle2onnx's default Polygraphy step, which pip-installs packages at export time: export
+needs no network and installs nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from .data import sample_images
 from .data.transforms import MEAN, STD
 from .errors import ExportError
 from .io import atomic_write_json, remove_temp_files
+from .layers.simam_kernel import available_cores
 from .run_dir import EXPORT, WEIGHTS, load_run_model, run_classes
 
 FORMATS = ("paddle", "onnx")
@@ -61,7 +71,35 @@ def preprocessing(size: int) -> str:
             f"normalise with mean {MEAN} and std {STD}, CHW float32")
 
 
-Runner = Callable[[np.ndarray], np.ndarray]
+# paddle2onnx's graph optimiser: "None" skips its default, Polygraphy, which sets
+# POLYGRAPHY_AUTOINSTALL_DEPS=1 and pip-installs onnx_graphsurgeon and sympy on first use;
+# onnxruntime's basic optimisations take its place (_optimize_onnx).
+ONNX_OPTIMIZE_TOOL = "None"
+
+
+class Runner:
+    """An export's engine as a function, float32 [N, 3, S, S] -> logits; ``engine`` says which
+    engine and settings it runs, as they took effect (e.g. "paddle.inference, oneDNN on, 2 threads")."""
+
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], engine: str):
+        self._run = run
+        self.engine = engine
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self._run(batch)
+
+
+def engine_threads(threads: int | None = None) -> int:
+    """Threads for an inference engine: ``threads`` when given (>= 1), else the cores available."""
+    if threads is None:
+        return available_cores()
+    if threads < 1:
+        raise ConfigError(f"engine threads must be >= 1, got {threads}")
+    return int(threads)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def _require_onnx():
@@ -97,19 +135,55 @@ def write_onnx(model: paddle.nn.Layer, folder: Path, size: int) -> None:
     paddle2onnx, _ = _require_onnx()
     with tempfile.TemporaryDirectory() as tmp:
         program = _jit_save(model, Path(tmp) / "model", size)
+        converted = Path(tmp) / "converted.onnx"
         paddle2onnx.export(
-            str(program), str(Path(tmp) / "model.pdiparams"), str(folder / "model.onnx"), opset_version=ONNX_OPSET
+            str(program), str(Path(tmp) / "model.pdiparams"), str(converted), opset_version=ONNX_OPSET,
+            optimize_tool=ONNX_OPTIMIZE_TOOL,
         )
-    if not (folder / "model.onnx").is_file():
-        raise ExportError("paddle2onnx wrote no model.onnx (see its messages above)")
+        if not converted.is_file():
+            raise ExportError("paddle2onnx wrote no model.onnx (see its messages above)")
+        _optimize_onnx(converted, folder / "model.onnx")
 
 
-def paddle_runner(folder: Path) -> Runner:
-    """Run a Paddle export through paddle.inference: float32 [N, 3, S, S] -> logits."""
+def _optimize_onnx(source: Path, target: Path) -> None:
+    """onnxruntime's basic graph optimisations (constant folding, removal of redundant nodes; standard
+    ONNX operators only, for any runtime) from ``source`` into ``target``: the step that replaces
+    paddle2onnx's Polygraphy folding (see ONNX_OPTIMIZE_TOOL)."""
+    _, onnxruntime = _require_onnx()
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(target)
+    options.log_severity_level = 3  # its notices about the constants it removes
+    onnxruntime.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    import onnx
+
+    model = onnx.load(str(target))  # onnxruntime declares its own operator sets too: keep those in use
+    used = {node.domain for node in model.graph.node}
+    kept = [opset for opset in model.opset_import if opset.domain in used | {""}]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+
+
+def paddle_runner(folder: Path, onednn: bool | None = True, threads: int | None = None,
+                  default_config: bool = False) -> Runner:
+    """Run a Paddle export through paddle.inference on the CPU: float32 [N, 3, S, S] -> logits.
+
+    ``onednn``: oneDNN on (the default: AlexNet runs about 4x faster with it) or off; ``threads``: the
+    CPU math threads (default: the cores available). ``default_config=True`` changes neither and runs
+    ``paddle.inference.Config`` as it comes (oneDNN on, 1 thread in Paddle 3.3), for comparisons.
+    """
     from paddle import inference
 
     config = inference.Config(str(_program_file(folder)), str(folder / "model.pdiparams"))
     config.disable_glog_info()
+    if not default_config:
+        if onednn:
+            config.enable_mkldnn()
+        else:
+            config.disable_mkldnn()
+        config.set_cpu_math_library_num_threads(engine_threads(threads))
     predictor = inference.create_predictor(config)
     source = predictor.get_input_handle(predictor.get_input_names()[0])
     sink = predictor.get_output_handle(predictor.get_output_names()[0])
@@ -120,23 +194,40 @@ def paddle_runner(folder: Path) -> Runner:
         predictor.run()
         return sink.copy_to_cpu()
 
-    return run
+    engine = (f"paddle.inference{', default Config' if default_config else ''}, "
+              f"oneDNN {'on' if config.mkldnn_enabled() else 'off'}, "
+              f"{_plural(config.cpu_math_library_num_threads(), 'thread')}")
+    return Runner(run, engine)
 
 
-def onnx_runner(folder: Path) -> Runner:
-    """Run an ONNX export through onnxruntime (CPU): float32 [N, 3, S, S] -> logits."""
+def onnx_runner(folder: Path, threads: int | None = None) -> Runner:
+    """Run an ONNX export through onnxruntime (CPU): float32 [N, 3, S, S] -> logits, on ``threads``
+    intra-op threads (default: the cores available), all graph optimisations on (onnxruntime's default)."""
     _, onnxruntime = _require_onnx()
-    session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = engine_threads(threads)
+    session = onnxruntime.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return lambda batch: session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+    return Runner(run, f"onnxruntime, {_plural(options.intra_op_num_threads, 'intra-op thread')}")
+
+
+def runner(fmt: str, folder: Path, onednn: bool = True, threads: int | None = None) -> Runner:
+    """The runner of an export folder of format ``fmt`` with the given settings (see the two above)."""
+    if fmt == "paddle":
+        return RUNNERS["paddle"](folder, onednn=onednn, threads=threads)
+    return RUNNERS["onnx"](folder, threads=threads)
 
 
 WRITERS = {"paddle": write_paddle, "onnx": write_onnx}
 RUNNERS = {"paddle": paddle_runner, "onnx": onnx_runner}
 
 
-def load_exported(path: str | Path) -> tuple[Runner, dict]:
-    """The runner of an export folder (or of a file in it) and its export.json."""
+def read_export_meta(path: str | Path) -> tuple[Path, dict]:
+    """The export folder of ``path`` (the folder or a file in it) and its export.json."""
     folder = Path(path)
     folder = folder if folder.is_dir() else folder.parent
     meta_path = folder / META_FILE
@@ -145,7 +236,18 @@ def load_exported(path: str | Path) -> tuple[Runner, dict]:
     meta = json.loads(meta_path.read_text())
     if meta.get("format") not in RUNNERS:
         raise ConfigError(f"{meta_path}: unknown format {meta.get('format')!r}; expected one of {', '.join(FORMATS)}")
-    return RUNNERS[meta["format"]](folder), meta
+    return folder, meta
+
+
+def is_export(path: str | Path) -> bool:
+    path = Path(path)
+    return (path if path.is_dir() else path.parent).joinpath(META_FILE).is_file()
+
+
+def load_exported(path: str | Path, onednn: bool = True, threads: int | None = None) -> tuple[Runner, dict]:
+    """The runner of an export folder (or of a file in it), with the given engine settings, and its export.json."""
+    folder, meta = read_export_meta(path)
+    return runner(meta["format"], folder, onednn, threads), meta
 
 
 def check_export(run: Runner, batch: np.ndarray, reference: np.ndarray, tolerance: float = TOLERANCE) -> dict:
@@ -210,14 +312,15 @@ def export(
     try:
         try:
             WRITERS[fmt](model, staging, size)
-            run = RUNNERS[fmt](staging)
+            run = runner(fmt, staging)
             check = check_export(run, batch, reference, tolerance)
         except ExportError:
             raise
         except Exception as exc:
             raise ExportError(f"{fmt} export of {run_dir} failed: {type(exc).__name__}: {exc}") from exc
         check["source"] = samples.source
-        engine = "paddle.inference" if fmt == "paddle" else "onnxruntime"
+        engine = getattr(run, "engine", "paddle.inference" if fmt == "paddle" else "onnxruntime")
+        check["engine"] = engine
         log(
             f"check ({engine} vs dynamic graph, {samples.source}): max abs logit diff "
             f"{check['max_abs_diff_batch']:.2e} (batch of {len(batch)}), {check['max_abs_diff_batch_of_1']:.2e} "

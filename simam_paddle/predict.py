@@ -1,13 +1,16 @@
 """Classify image files with a trained run or with its export: the top-k classes and their probabilities.
 
     python -m simam_paddle.predict RUN_DIR|EXPORT_DIR IMAGE [IMAGE ...] [--top-k 3] [--weights best|final]
+                                   [--threads N] [--no-onednn]
 
 RUN_DIR is a run directory (its ``best`` or ``final`` weights in the dynamic graph); EXPORT_DIR is a
-folder written by ``simam_paddle.export`` (Paddle Inference or ONNX), or a file in it. Images of any
-size are prepared by the test transforms (resize to the run's ``data.image_size``, 128 in the recipe,
-and normalise). The classes are named as the run saved them (``classes.json``; export.json in an
-export). A file that cannot be read as an image stops the run before any model is loaded, with an
-error naming it and a non-zero exit.
+folder written by ``simam_paddle.export`` (Paddle Inference or ONNX), or a file in it, run with the
+fastest engine settings measured (``simam_paddle.export.paddle_runner``: oneDNN on; threads: the cores
+available, or ``--threads``), which are named once on stderr. Images of any size are prepared by the
+test transforms (resize to the run's ``data.image_size``, 128 in the recipe, and normalise). The
+classes are named as the run saved them (``classes.json``; export.json in an export). A file that
+cannot be read as an image stops the run before any model is loaded, with an error naming it and a
+non-zero exit.
 """
 
 from __future__ import annotations
@@ -24,15 +27,17 @@ import numpy as np
 import paddle
 
 from .data import load_image, preprocess
-from .export import META_FILE, load_exported
+from .export import is_export, load_exported
 from .losses import softmax
 from .run_dir import is_run_dir, load_run_model, run_classes
 
 BATCH_SIZE = 64
 
 
-def load_classifier(path: str | Path, weights: str = "best") -> tuple[Callable[[np.ndarray], np.ndarray], list[str], int]:
-    """A function from a preprocessed batch to logits, the class names and the input size, for a run or an export."""
+def load_classifier(path: str | Path, weights: str = "best", onednn: bool = True, threads: int | None = None,
+                    log: Callable[[str], None] | None = None) -> tuple[Callable[[np.ndarray], np.ndarray], list[str], int]:
+    """A function from a preprocessed batch to logits, the class names and the input size, for a run or an
+    export (run with ``onednn`` and ``threads``: see ``simam_paddle.export.paddle_runner``; ``log`` is told which)."""
     path = Path(path)
     if is_run_dir(path):
         model, config = load_run_model(path, weights)
@@ -42,22 +47,25 @@ def load_classifier(path: str | Path, weights: str = "best") -> tuple[Callable[[
                 return model(paddle.to_tensor(batch)).numpy()
 
         return run, run_classes(path, config), config["data"]["image_size"]
-    if (path if path.is_dir() else path.parent).joinpath(META_FILE).is_file():
-        run, meta = load_exported(path)
+    if is_export(path):
+        run, meta = load_exported(path, onednn, threads)
+        if log is not None:
+            log(f"engine: {run.engine}")
         return run, meta["class_names"], int(meta["input"]["shape"][2])
     raise FileNotFoundError(
-        f"{path} is neither a run directory (no config.yaml) nor an export of simam_paddle.export (no {META_FILE})"
+        f"{path} is neither a run directory (no config.yaml) nor an export of simam_paddle.export (no export.json)"
     )
 
 
 def predict(
-    model_path: str | Path, image_paths: list[str | Path], top_k: int = 3, weights: str = "best"
+    model_path: str | Path, image_paths: list[str | Path], top_k: int = 3, weights: str = "best",
+    onednn: bool = True, threads: int | None = None, log: Callable[[str], None] | None = None,
 ) -> list[list[tuple[str, float]]]:
     """For each image, its ``top_k`` (class name, probability) pairs, most probable first."""
     if top_k < 1:
         raise ValueError(f"top-k must be >= 1, got {top_k}")
     images = [load_image(p) for p in image_paths]  # every file is read before the model is loaded
-    run, names, size = load_classifier(model_path, weights)
+    run, names, size = load_classifier(model_path, weights, onednn, threads, log)
     k = min(top_k, len(names))
     results = []
     for start in range(0, len(images), BATCH_SIZE):
@@ -73,10 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
     cli.add_weights(p)
+    cli.add_engine(p)
     args = p.parse_args(argv)
 
     def work() -> None:
-        results = predict(args.model, args.images, args.top_k, args.weights)
+        results = predict(args.model, args.images, args.top_k, args.weights, args.onednn, args.threads,
+                          log=lambda line: print(line, file=sys.stderr))
         for path, top in zip(args.images, results):
             print(f"{path}: " + ", ".join(f"{name} {prob:.4f}" for name, prob in top))
 

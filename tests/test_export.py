@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import sys
 import numpy as np
 import paddle
 import pytest
-from helpers import REPO_ROOT, make_run_dir, needs_onnx
+from helpers import REPO_ROOT, make_run_dir, needs_onnx, run_tool
 
 from simam_paddle import export as export_module
 from simam_paddle.data import sample_images
@@ -61,6 +62,11 @@ def test_onnx_batch_dimension_is_dynamic(run_dir):
     session = onnxruntime.InferenceSession(str(run_dir / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
     (inp,) = session.get_inputs()
     assert inp.name == "image" and not isinstance(inp.shape[0], int) and inp.shape[1:] == [3, 128, 128]
+    import onnx
+
+    model = onnx.load(str(run_dir / "onnx" / "model.onnx"))  # optimised by onnxruntime, still plain ONNX 13
+    assert {node.domain for node in model.graph.node} == {""}
+    assert [(opset.domain, opset.version) for opset in model.opset_import] == [("", 13)]
 
 
 def test_rendered_images_when_data_root_is_no_image_folder(tmp_path, capsys):
@@ -85,7 +91,7 @@ def test_existing_export_is_not_overwritten_silently(run_dir, capsys):
 
 def test_failed_check_writes_nothing(run_dir, monkeypatch, capsys):
     real = export_module.RUNNERS["paddle"]
-    monkeypatch.setitem(export_module.RUNNERS, "paddle", lambda folder: (lambda batch: real(folder)(batch) + 2e-4))
+    monkeypatch.setitem(export_module.RUNNERS, "paddle", lambda folder, **kw: (lambda batch: real(folder, **kw)(batch) + 2e-4))
     assert main([str(run_dir), "--format", "paddle", "--num-images", "2"]) == 1
     captured = capsys.readouterr()
     assert "FAILED" in captured.out
@@ -149,3 +155,51 @@ def test_a_failed_overwrite_keeps_the_old_export_and_stale_temp_folders_go(run_d
     assert main([str(run_dir), "--format", "paddle", "--num-images", "2", "--overwrite"]) == 1
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before, "the old export must survive"
     assert sorted(p.name for p in (run_dir / "export").iterdir()) == ["paddle"], "no temp folder left behind"
+
+
+# Run as sitecustomize in the export's process: onnx_graphsurgeon and sympy behave as on a machine where
+# `pip install simam-paddle[export]` did not bring them (polygraphy, paddle2onnx's default optimiser, needs them).
+HIDE_MODULES = """
+import importlib.abc, sys
+
+class _Hidden(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("onnx_graphsurgeon", "sympy"):
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden by the offline-export test)", name=name)
+        return None
+
+sys.meta_path.insert(0, _Hidden())
+"""
+
+NO_DOWNLOADS = {
+    "PIP_NO_INDEX": "1", "PIP_INDEX_URL": "http://127.0.0.1:9/", "PIP_EXTRA_INDEX_URL": "", "PIP_FIND_LINKS": "",
+    "PIP_CONFIG_FILE": "/dev/null", "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+    "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "NO_PROXY": "", "no_proxy": "",
+}
+
+
+def pip_freeze() -> list[str]:
+    return subprocess.run([sys.executable, "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True,
+                          timeout=300).stdout.splitlines()
+
+
+@needs_onnx
+@pytest.mark.integration
+def test_export_works_offline_and_installs_nothing(tmp_path):
+    """Both formats export with package downloads made impossible and the optional graph-optimiser
+    dependencies absent: no installation is tried (polygraphy's auto-install prints "pip install ...")
+    and the installed packages are the same afterwards."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(HIDE_MODULES)
+    env = {**os.environ, **NO_DOWNLOADS, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(REPO_ROOT)])}
+    env.pop("POLYGRAPHY_AUTOINSTALL_DEPS", None)
+    run = make_run_dir(tmp_path / "run", "model.name=alexnet_simam")
+    before = pip_freeze()
+    for fmt in ("onnx", "paddle"):
+        proc = run_tool("export", run, "--format", fmt, "--num-images", "2", env=env, check=False)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0, output[-3000:]
+        assert "tolerance 1e-04: OK" in output
+        for attempt in ("pip install", "Installing", "Collecting", "Attempting to install", "polygraphy"):
+            assert attempt.lower() not in output.lower(), f"{fmt} export: {attempt!r} in its output:\n{output[-3000:]}"
+    assert pip_freeze() == before

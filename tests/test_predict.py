@@ -117,3 +117,30 @@ def test_real_cifar10_jpegs(run_dir, cifar10_jpeg):
     probs = expected_probabilities(run_dir, paths)
     for top, p in zip(predict(run_dir, paths, top_k=1), probs):
         assert top[0] == (CLASS_NAMES[int(p.argmax())], pytest.approx(float(p.max()), abs=1e-6))
+
+
+def test_an_export_runs_with_the_best_engine_settings_named_once(run_dir, images, capsys):
+    from simam_paddle.layers.simam_kernel import available_cores
+
+    export(run_dir, "paddle", num_images=2, log=lambda _: None)
+    folder = run_dir / "export" / "paddle"
+    cores = available_cores()
+    assert main([str(folder), *map(str, images)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"engine: paddle.inference, oneDNN on, {cores} thread{'s' * (cores > 1)}"]
+    assert len(captured.out.splitlines()) == 3  # stdout keeps one line per image
+    assert main([str(folder), str(images[0]), "--threads", "1", "--no-onednn"]) == 0
+    assert capsys.readouterr().err.splitlines() == ["engine: paddle.inference, oneDNN off, 1 thread"]
+
+
+@needs_onnx
+def test_an_onnx_export_names_its_threads(run_dir, images, capsys):
+    export(run_dir, "onnx", num_images=2, log=lambda _: None)
+    assert main([str(run_dir / "export" / "onnx"), str(images[0]), "--threads", "2"]) == 0
+    assert capsys.readouterr().err.splitlines() == ["engine: onnxruntime, 2 intra-op threads"]
+
+
+def test_engine_threads_must_be_positive(run_dir, images, capsys):
+    export(run_dir, "paddle", num_images=2, log=lambda _: None)
+    assert main([str(run_dir / "export" / "paddle"), str(images[0]), "--threads", "0"]) == 2
+    assert "engine threads must be >= 1, got 0" in capsys.readouterr().err

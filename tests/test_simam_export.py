@@ -6,10 +6,15 @@ on custom operators); these tests check that it runs, trains and exports like th
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import paddle
 import pytest
-from helpers import reference_simam
+from helpers import needs_onnx, reference_simam
 from paddle import nn
 
 from simam_paddle import SimAM, simam
@@ -124,3 +129,96 @@ def test_auto_cast_keeps_statistics_in_float32(backend, amp_dtype, level):
     tol = 2e-3 if amp_dtype == "float16" else 2e-2
     expected = reference_simam(x_half.astype("float32").numpy(), 1e-4)
     np.testing.assert_allclose(y_half.astype("float32").numpy(), expected, rtol=tol, atol=tol)
+
+
+def _program_ops(program_file) -> set[str]:
+    """The operator names of a saved PIR program (model.json): "conv2d", "pool2d", ..."""
+    return set(re.findall(r'"#":\s*"1\.([a-z0-9_]+)"', Path(program_file).read_text()))
+
+
+def test_exported_simam_uses_pooling_not_reductions(saved_model):
+    # oneDNN runs pool2d, subtract, multiply, add and sigmoid in its own layout; mean over H and W,
+    # square and divide fall out of it and cost two layout reorders each (see simam.py)
+    _, prefix = saved_model
+    ops = _program_ops(f"{prefix}.json")
+    assert "pool2d" in ops and "sigmoid" in ops
+    assert not ops & {"mean", "square", "divide", "sum"}, sorted(ops)
+
+
+def _simam_only_export(tmp_path, lam):
+    model = nn.Sequential(SimAM(e_lambda=lam))
+    model.eval()
+    prefix = str(tmp_path / "simam")
+    paddle.jit.save(model, prefix, input_spec=[paddle.static.InputSpec([None, 4, 16, 16], "float32", "x")])
+    return prefix
+
+
+def _run_engine(engine: str, x: np.ndarray, lam: float, tmp_path) -> np.ndarray:
+    if engine == "dynamic graph":
+        return simam(paddle.to_tensor(x), lam, backend="static").numpy()
+    prefix = _simam_only_export(tmp_path, lam)
+    if engine == "onnxruntime":
+        import onnxruntime
+        import paddle2onnx
+
+        paddle2onnx.export(f"{prefix}.json", f"{prefix}.pdiparams", str(tmp_path / "simam.onnx"), opset_version=13,
+                           optimize_tool="None")
+        session = onnxruntime.InferenceSession(str(tmp_path / "simam.onnx"), providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: x})[0]
+    from paddle import inference
+
+    config = inference.Config(f"{prefix}.json", f"{prefix}.pdiparams")
+    config.enable_mkldnn()
+    config.disable_glog_info()
+    predictor = inference.create_predictor(config)
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.reshape(list(x.shape))
+    handle.copy_from_cpu(x)
+    predictor.run()
+    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+
+@pytest.mark.filterwarnings("ignore:no variable in your model")
+@pytest.mark.parametrize("engine", ["dynamic graph", "paddle.inference oneDNN", pytest.param("onnxruntime", marks=needs_onnx)])
+def test_float32_accuracy_at_a_large_mean(tmp_path, engine):
+    """x = 1000 + N(0, 1): a variance of 1 under a mean of 1000. The two-pass variance keeps SimAM's
+    weight y/x within 2e-4 of float64 (measured: 5e-5 in the dynamic graph); the one-pass
+    E[x^2] - E[x]^2 in float32, computed here beside it, misses by about 2e-2."""
+    lam = 1e-4
+    x = (1000 + np.random.default_rng(0).standard_normal((2, 4, 16, 16))).astype("float32")
+    weight = reference_simam(x, lam) / x
+    bound = 2e-4
+
+    mu = x.mean(axis=(2, 3), keepdims=True, dtype=np.float32)
+    one_pass_var = ((x * x).mean(axis=(2, 3), keepdims=True, dtype=np.float32) - mu * mu) * np.float32(256 / 255)
+    one_pass = 1 / (1 + np.exp(-((x - mu) ** 2 / (4 * (one_pass_var + lam)) + 0.5)))
+    assert np.abs(one_pass - weight).max() > 10 * bound  # the bound tells the two apart
+
+    y = _run_engine(engine, x, lam, tmp_path)
+    assert np.abs(y / x - weight).max() <= bound, f"{engine}: max weight error {np.abs(y / x - weight).max():.3g}"
+
+
+ONEDNN_PROGRAM = """
+import sys
+from paddle import inference
+config = inference.Config(sys.argv[1] + ".json", sys.argv[1] + ".pdiparams")
+config.enable_mkldnn()
+config.switch_ir_debug(True)  # prints the program after each of Paddle Inference's passes
+inference.create_predictor(config)
+"""
+
+
+def test_onednn_reorders_no_feature_map_around_simam(saved_model, tmp_path):
+    """Paddle Inference with oneDNN, after all its passes: every SimAM operation on a feature map runs
+    in oneDNN, so the only layout reorders (onednn_to_paddle_layout) are of per-channel statistics
+    [N, C, 1, 1] or of the flattened output, never of an [N, C, H, W] map with H*W > 1."""
+    _, prefix = saved_model
+    proc = subprocess.run([sys.executable, "-c", ONEDNN_PROGRAM, prefix], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    final = proc.stdout[proc.stdout.rfind("IRPrinting on builtin.module after"):]
+    assert "onednn_op.pool2d" in final and "onednn_op.fused_elementwise_mul" in final
+    reordered = re.findall(r'op_name:"pd_op\.onednn_to_paddle_layout".*?: \(cpu_tensor<([-\dx]+)xf32>\)', final)
+    assert reordered, "no reorder found at all: has the debug format changed?"
+    maps = [dims for dims in reordered if len(dims.split("x")) == 4 and dims.split("x")[2:] != ["1", "1"]]
+    assert not maps, f"feature maps reordered out of oneDNN's layout: {maps}"

@@ -19,9 +19,15 @@ Three implementations of this one formula, equal to float rounding (tests/test_s
   numbers per channel.
 - ``"paddle"``: a ``paddle.autograd.PyLayer`` of few Paddle operations with a hand-written
   backward that also keeps only x and the per-channel statistics; any device and float dtype.
-- ``"plain"``: the formula in plain Paddle operations, differentiated by Paddle. Static graphs
-  (``paddle.jit.to_static``, ``paddle.jit.save``) always use it, whatever the backend asked for,
-  because paddle2onnx converts it (it aborts on PyLayer and on custom operators).
+- ``"plain"``: the formula in plain Paddle operations, differentiated by Paddle.
+- ``"static"``: the formula in operations that deployment engines run in their own fast layouts:
+  the two per-channel means (of x, then of the squared deviations: the variance stays two-pass) are
+  global average pools, and the rest is element-wise. Static graphs (``paddle.jit.to_static``,
+  ``paddle.jit.save``, hence every export) always use it, whatever the backend asked for: paddle2onnx
+  converts it (it aborts on PyLayer and on custom operators), and Paddle Inference's oneDNN keeps
+  every one of its operations in oneDNN's blocked layout, where a mean over H and W (``ReduceMean``)
+  or ``square`` and ``divide`` fall out of oneDNN and force layout reorders around each SimAM
+  (AlexNet-SimAM's export ran at about a third of AlexNet's speed that way).
 
 A SimAM followed by a ReLU (and a max-pool) in a Sequential run by ``fusion.run_sequential``, as
 AlexNet-SimAM runs its features, becomes one kernel call that keeps only x for the backward pass
@@ -29,7 +35,8 @@ AlexNet-SimAM runs its features, becomes one kernel call that keeps only x for t
 
 ``backend="auto"`` (the default) takes ``$SIMAM_PADDLE_BACKEND`` when set, else the kernel where it
 builds and the tensor is a CPU float32/float64 one, else ``"paddle"``. The kernel and PyLayer paths
-give first-order gradients only; ``"plain"`` supports higher orders.
+give first-order gradients only; ``"plain"`` supports higher orders. ``"static"`` can be asked for in
+the dynamic graph too, to compute exactly what an export computes.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ FLOAT_DTYPES = (paddle.float16, paddle.bfloat16, paddle.float32, paddle.float64)
 # overflows float16 quickly (and loses precision in bfloat16).
 _STATS_DTYPE = {paddle.float16: paddle.float32, paddle.bfloat16: paddle.float32}
 KERNEL_DTYPES = (paddle.float32, paddle.float64)
-BACKENDS = ("auto", "kernel", "paddle", "plain")
+BACKENDS = ("auto", "kernel", "paddle", "plain", "static")
 BACKEND_ENV = "SIMAM_PADDLE_BACKEND"
 
 
@@ -86,9 +93,9 @@ def requested_backend(backend: str = "auto") -> str:
 
 
 def resolve_backend(x: paddle.Tensor, backend: str = "auto") -> str:
-    """The implementation ``simam(x, backend=backend)`` runs: "kernel", "paddle" or "plain"."""
+    """The implementation ``simam(x, backend=backend)`` runs: "kernel", "paddle", "plain" or "static"."""
     if not paddle.in_dynamic_mode():
-        return "plain"
+        return "static"
     backend = requested_backend(backend)
     if backend == "auto":
         return "kernel" if _kernel_supports(x) and simam_kernel.prepare() else "paddle"
@@ -120,6 +127,35 @@ def _simam_plain(x: paddle.Tensor, e_lambda: float) -> paddle.Tensor:
     d2 = (xs - xs.mean(axis=[2, 3], keepdim=True)).square()
     var = d2.sum(axis=[2, 3], keepdim=True) / n
     e = d2 / (4 * (var + e_lambda)) + 0.5
+    y = xs * F.sigmoid(e)
+    return y.astype(x.dtype) if stats_dtype is not None else y
+
+
+def _simam_static(x: paddle.Tensor, e_lambda: float) -> paddle.Tensor:
+    """The formula for static graphs and exports (see the module docstring), to float rounding the
+    same numbers as ``_simam_plain``.
+
+    Each operation is one that Paddle Inference runs in oneDNN (global average pooling, subtract,
+    multiply, scale, reciprocal and add with a fused sigmoid, multiply with the following ReLU fused)
+    and that paddle2onnx converts (GlobalAveragePool, Sub, Mul, Reciprocal, Add, Sigmoid). The
+    variance is the mean of the squared deviations from the mean, never E[x^2] - E[x]^2, which
+    cancels in float32 when the mean is large against the spread. The forward pass is finite for any
+    finite x; the gradient (taken only by static-graph training) sums x * d^2 terms and overflows in
+    float32 once |x|^3 * H * W passes 3.4e38 (|x| of about 1e11 on a 16x16 map), where the other paths
+    stay finite.
+    """
+    stats_dtype = _STATS_DTYPE.get(x.dtype)
+    xs = x.astype(stats_dtype) if stats_dtype is not None else x
+    big_n, n = _positions(x, xs.dtype)
+    d = xs - F.adaptive_avg_pool2d(xs, 1)
+    d2 = d * d
+    mean_d2 = F.adaptive_avg_pool2d(d2, 1)
+    if isinstance(n, int):
+        var4 = paddle.scale(mean_d2, 4.0 * big_n / n, 4.0 * e_lambda)  # 4 (var + lambda), var = sum(d2) / n
+    else:
+        var4 = mean_d2 * (4.0 * big_n / n) + 4.0 * e_lambda
+    # + 0.5 as a tensor, not a scalar: an add with a tensor takes the sigmoid into one oneDNN operation
+    e = d2 * paddle.reciprocal(var4) + paddle.full([1], 0.5, xs.dtype)
     y = xs * F.sigmoid(e)
     return y.astype(x.dtype) if stats_dtype is not None else y
 
@@ -173,7 +209,7 @@ def simam(x: paddle.Tensor, e_lambda: float = 1e-4, backend: str = "auto") -> pa
     y = sigmoid(0.5) * x, the weight every position gets when it does not stand out from its channel.
 
     float16/bfloat16 inputs get their statistics in float32 and the result in their own dtype.
-    ``backend`` is "auto", "kernel", "paddle" or "plain" (see the module docstring).
+    ``backend`` is "auto", "kernel", "paddle", "plain" or "static" (see the module docstring).
     """
     check_input(x)
     e_lambda = check_lambda(e_lambda)
@@ -182,6 +218,8 @@ def simam(x: paddle.Tensor, e_lambda: float = 1e-4, backend: str = "auto") -> pa
         return simam_kernel.simam_fused(x, e_lambda)
     if path == "paddle":
         return _SimAMFunction.apply(x, e_lambda)
+    if path == "static":
+        return _simam_static(x, e_lambda)
     return _simam_plain(x, e_lambda)
 
 
