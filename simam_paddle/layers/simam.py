@@ -12,7 +12,7 @@ For x of shape [B, C, H, W], per sample and channel, over the H*W positions (n =
 
 The module has no parameters. Its weight differs per channel and per position (3-D attention).
 
-Three implementations of this one formula, equal to float rounding (tests/test_simam.py):
+Four implementations of this one formula, equal to float rounding (tests/test_simam.py):
 
 - ``"kernel"``: a fused C++ CPU operator (``csrc/simam_op.cc``, see ``simam_kernel.py``), for CPU
   float32/float64 tensors: about one pass over memory forward; its backward keeps only x and two
@@ -25,9 +25,10 @@ Three implementations of this one formula, equal to float rounding (tests/test_s
   global average pools, and the rest is element-wise. Static graphs (``paddle.jit.to_static``,
   ``paddle.jit.save``, hence every export) always use it, whatever the backend asked for: paddle2onnx
   converts it (it aborts on PyLayer and on custom operators), and Paddle Inference's oneDNN keeps
-  every one of its operations in oneDNN's blocked layout, where a mean over H and W (``ReduceMean``)
-  or ``square`` and ``divide`` fall out of oneDNN and force layout reorders around each SimAM
-  (AlexNet-SimAM's export ran at about a third of AlexNet's speed that way).
+  its every operation on a feature map in oneDNN's blocked layout, where a mean over H and W, or
+  ``square`` and ``divide``, fall out of oneDNN and force layout reorders of the feature map around
+  each SimAM (AlexNet-SimAM exported that way runs at 0.39x AlexNet's speed with oneDNN on 2 threads,
+  against 0.79x with "static": BENCHMARKS.md, "Deployment").
 
 A SimAM followed by a ReLU (and a max-pool) in a Sequential run by ``fusion.run_sequential``, as
 AlexNet-SimAM runs its features, becomes one kernel call that keeps only x for the backward pass
@@ -135,13 +136,14 @@ def _simam_static(x: paddle.Tensor, e_lambda: float) -> paddle.Tensor:
     """The formula for static graphs and exports (see the module docstring), to float rounding the
     same numbers as ``_simam_plain``.
 
-    Each operation is one that Paddle Inference runs in oneDNN (global average pooling, subtract,
-    multiply, scale, reciprocal and add with a fused sigmoid, multiply with the following ReLU fused)
-    and that paddle2onnx converts (GlobalAveragePool, Sub, Mul, Reciprocal, Add, Sigmoid). The
+    Every operation on a feature map is one that Paddle Inference runs in oneDNN (global average
+    pooling, subtract, multiply, add with the sigmoid fused, multiply with the following ReLU fused;
+    only the scale and reciprocal of the [N, C, 1, 1] statistics run outside it), and every one
+    converts to ONNX (GlobalAveragePool, Sub, Mul, Reciprocal, Add, Sigmoid). The
     variance is the mean of the squared deviations from the mean, never E[x^2] - E[x]^2, which
     cancels in float32 when the mean is large against the spread. The forward pass is finite for any
     finite x; the gradient (taken only by static-graph training) sums x * d^2 terms and overflows in
-    float32 once |x|^3 * H * W passes 3.4e38 (|x| of about 1e11 on a 16x16 map), where the other paths
+    float32 once |x|^3 * H * W passes 3.4e38 (|x| of about 1e12 on a 16x16 map), where the other paths
     stay finite.
     """
     stats_dtype = _STATS_DTYPE.get(x.dtype)
