@@ -49,6 +49,7 @@ import paddle  # noqa: E402
 from simam_paddle import cli  # noqa: E402,F401  (first: it quiets Paddle's start-up notices)
 from simam_paddle.config import load_config  # noqa: E402
 from simam_paddle.export import engine_threads, export, onnx_runner, paddle_runner  # noqa: E402
+from simam_paddle.models import load_weights  # noqa: E402
 from simam_paddle.run_dir import WEIGHTS, build_run_model, is_run_dir, save_run_config  # noqa: E402
 from simam_paddle.timing import interleaved_medians  # noqa: E402
 
@@ -58,14 +59,14 @@ SETTINGS = ("default Config", "oneDNN on", "oneDNN off", "onnxruntime")
 
 def random_run(root: Path, name: str, state: dict | None, seed: int) -> tuple[Path, dict]:
     """A run directory of ``name`` with ``state`` as its best weights (random ones of ``seed`` if None)."""
-    config = load_config(None, [f"model.name={name}"])
+    config = load_config(None, [f"model.name={name}", "model.num_classes=10"])  # CIFAR-10's classes
     run = root / name
     run.mkdir(parents=True)
     save_run_config(config, run)
     paddle.seed(seed)
     model = build_run_model(config)
     if state is not None:
-        model.set_state_dict(state)
+        load_weights(model, state, model_name=name)
     paddle.save(model.state_dict(), str(run / WEIGHTS["best"]))
     return run, model.state_dict()
 
