@@ -22,15 +22,10 @@ runs on that many OpenMP threads during each call; Paddle's own operators keep t
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import hashlib
-import io
 import logging
 import os
-import platform
 import re
-import sys
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -97,47 +92,14 @@ def check_library() -> str:
 
 
 def cache_dir() -> Path:
-    """The directory this build is cached in, beside the SimAM kernel's (one per sources, their place, the flags,
-    Paddle and Python)."""
-    signature = "\n".join(
-        [
-            *(hashlib.sha256(path.read_bytes()).hexdigest() for path in SOURCES + HEADERS),
-            str(CSRC),  # Paddle rebuilds a cached library whose sources it finds at another path
-            " ".join(CXX_FLAGS + LD_FLAGS),
-            paddle.__version__,
-            sys.version,
-            platform.machine(),
-        ]
-    )
-    return simam_kernel.cache_dir().parent / f"fastconv-{hashlib.sha256(signature.encode()).hexdigest()[:16]}"
+    """The directory this build is cached in, beside the SimAM kernel's (``simam_kernel.operator_cache_dir``)."""
+    return simam_kernel.operator_cache_dir("fastconv", SOURCES + HEADERS, CXX_FLAGS + LD_FLAGS)
 
 
 def _build_and_load() -> ModuleType:
     """Compile (or find in the cache) and load the operators; raises on any failure."""
-    from paddle.utils.cpp_extension import load
-
-    directory = cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    with simam_kernel._build_lock(directory):
-        if not (directory / OP_MODULE_NAME / f"{OP_MODULE_NAME}.so").exists():
-            logger.info("fastconv: building the oneDNN convolution operators in %s (first use, 30-60 s)", directory)
-        output = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(output):
-                module = load(
-                    name=OP_MODULE_NAME,
-                    sources=[str(path) for path in SOURCES],
-                    extra_cxx_cflags=list(CXX_FLAGS),
-                    extra_ldflags=list(LD_FLAGS),
-                    extra_include_paths=[str(INCLUDE)],
-                    build_directory=str(directory),
-                )
-        except (Exception, SystemExit) as exc:  # SystemExit from a failed setup.py build included
-            raise RuntimeError(f"{type(exc).__name__}: {exc}\n{output.getvalue()}") from exc
-    missing = [op for op in OPS if not hasattr(module, op)]
-    if missing:
-        raise RuntimeError(f"the built library in {directory} lacks the operators {', '.join(missing)}")
-    return module
+    return simam_kernel.build_operators(cache_dir(), OP_MODULE_NAME, SOURCES, OPS, CXX_FLAGS, LD_FLAGS,
+                                        include_paths=(INCLUDE,), what="fastconv's oneDNN convolutions")
 
 
 def _threads_from_env() -> int:

@@ -67,23 +67,36 @@ class _KernelState:
 _state = _KernelState()
 
 
-def cache_dir() -> Path:
-    """The directory this build of the kernel is cached in (one per source/flags/Paddle/Python)."""
+def cache_root() -> Path:
+    """``$SIMAM_PADDLE_CACHE_DIR``, else ``$XDG_CACHE_HOME/simam_paddle`` or ``~/.cache/simam_paddle``."""
     root = os.environ.get("SIMAM_PADDLE_CACHE_DIR")
     if not root:
         root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "simam_paddle"
+    return Path(root)
+
+
+def operator_cache_dir(prefix: str, files: tuple[Path, ...], flags: list[str]) -> Path:
+    """The cache folder of one build of custom operators: one per content and place of ``files``, the
+    ``flags``, the Paddle installation and Python."""
     signature = "\n".join(
         [
-            *(hashlib.sha256(path.read_bytes()).hexdigest() for path in SOURCES + HEADERS),
-            str(CSRC),  # Paddle rebuilds a cached library whose sources it finds at another path,
-            str(Path(paddle.__file__).parent),  # or that another Paddle installation built
-            " ".join(CXX_FLAGS + LD_FLAGS),
+            *(hashlib.sha256(path.read_bytes()).hexdigest() for path in files),
+            # Paddle rebuilds a cached library whose sources it finds at another path,
+            # or that another Paddle installation built
+            *(str(path.parent) for path in files[:1]),
+            str(Path(paddle.__file__).parent),
+            " ".join(flags),
             paddle.__version__,
             sys.version,
             platform.machine(),
         ]
     )
-    return Path(root) / f"kernel-{hashlib.sha256(signature.encode()).hexdigest()[:16]}"
+    return cache_root() / f"{prefix}-{hashlib.sha256(signature.encode()).hexdigest()[:16]}"
+
+
+def cache_dir() -> Path:
+    """The directory this build of the kernel is cached in."""
+    return operator_cache_dir("kernel", SOURCES + HEADERS, CXX_FLAGS + LD_FLAGS)
 
 
 @contextlib.contextmanager
@@ -102,31 +115,39 @@ def _build_lock(directory: Path):
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
-def _build_and_load() -> ModuleType:
-    """Compile (or find in the cache) and load the custom operator; raises on any failure."""
+def build_operators(directory: Path, name: str, sources: tuple[Path, ...], ops: tuple[str, ...], cxx_flags: list[str],
+                    ld_flags: list[str], include_paths: tuple[Path, ...] = (), what: str = "") -> ModuleType:
+    """Compile (or find in ``directory``) and load the custom operators ``ops`` built from ``sources``;
+    raises RuntimeError with the build's output on any failure. Builds of one folder are serialised."""
     from paddle.utils.cpp_extension import load
 
-    directory = cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
     with _build_lock(directory):
-        if not (directory / OP_MODULE_NAME / f"{OP_MODULE_NAME}.so").exists():
-            logger.info("SimAM: building the fused CPU kernel in %s (first use, 10-30 s)", directory)
+        if not (directory / name / f"{name}.so").exists():
+            logger.info("%s: building in %s (first use, up to a minute)", what or name, directory)
         output = io.StringIO()
         try:
             with contextlib.redirect_stdout(output):
                 module = load(
-                    name=OP_MODULE_NAME,
-                    sources=[str(path) for path in SOURCES],
-                    extra_cxx_cflags=list(CXX_FLAGS),
-                    extra_ldflags=list(LD_FLAGS),
+                    name=name,
+                    sources=[str(path) for path in sources],
+                    extra_cxx_cflags=list(cxx_flags),
+                    extra_ldflags=list(ld_flags),
+                    extra_include_paths=[str(path) for path in include_paths],
                     build_directory=str(directory),
                 )
         except (Exception, SystemExit) as exc:  # SystemExit from a failed setup.py build included
             raise RuntimeError(f"{type(exc).__name__}: {exc}\n{output.getvalue()}") from exc
-    missing = [op for op in ("simam_fused", "simam_relu_maxpool") if not hasattr(module, op)]
+    missing = [op for op in ops if not hasattr(module, op)]
     if missing:
         raise RuntimeError(f"the built library in {directory} lacks the operators {', '.join(missing)}")
     return module
+
+
+def _build_and_load() -> ModuleType:
+    """Compile (or find in the cache) and load the kernel's operators; raises on any failure."""
+    return build_operators(cache_dir(), OP_MODULE_NAME, SOURCES, ("simam_fused", "simam_relu_maxpool"), CXX_FLAGS,
+                           LD_FLAGS, what="SimAM's fused CPU kernel")
 
 
 def available_cores() -> int:
