@@ -200,11 +200,15 @@ def test_paddles_library_fits_the_headers():
 
 
 def test_threads_from_the_environment(monkeypatch):
-    monkeypatch.setenv(kernel.THREADS_ENV, "3")
-    assert kernel._threads_from_env() == 3
-    monkeypatch.setenv(kernel.THREADS_ENV, "zero")
-    with pytest.raises(ValueError, match=kernel.THREADS_ENV):
-        kernel._threads_from_env()
+    monkeypatch.setattr(kernel, "_build_and_load", lambda: object())  # the threads are read before any build
+    for value, expected in (("3", 3), ("zero", None)):
+        monkeypatch.setattr(kernel, "_state", kernel._State())
+        monkeypatch.setenv(kernel.THREADS_ENV, value)
+        if expected is None:
+            with pytest.raises(ValueError, match=f"{kernel.THREADS_ENV} must be a positive integer"):
+                kernel.prepare()
+        else:
+            assert kernel.prepare() and kernel.num_threads() == expected
 
 
 @pytest.mark.parametrize("name", ["alexnet", "alexnet_simam"])

@@ -188,7 +188,7 @@ def test_the_simam_implementation_is_recorded_and_logged(tmp_path, tiny_root):
     assert json.loads((plain / "history.json").read_text())["environment"]["simam"] == {"implementation": "none"}
 
 
-def test_the_fallback_is_recorded_with_its_reason(tmp_path, tiny_root):
+def test_a_forced_paddle_backend_is_recorded(tmp_path, tiny_root):
     import os
 
     from helpers import run_tool

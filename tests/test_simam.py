@@ -422,16 +422,16 @@ def test_kernel_threads_share_the_cores_unless_told(monkeypatch):
     monkeypatch.delenv("SIMAM_PADDLE_NUM_THREADS", raising=False)
     monkeypatch.delenv("PADDLE_LOCAL_SIZE", raising=False)
     monkeypatch.setattr(simam_kernel, "available_cores", lambda: 6)
-    assert simam_kernel._threads_from_env() == 6
+    assert simam_kernel.threads_from_env() == 6
     monkeypatch.setenv("PADDLE_LOCAL_SIZE", "3")  # three processes of a distributed launch here
-    assert simam_kernel._threads_from_env() == 2
+    assert simam_kernel.threads_from_env() == 2
     monkeypatch.setenv("PADDLE_LOCAL_SIZE", "16")
-    assert simam_kernel._threads_from_env() == 1
+    assert simam_kernel.threads_from_env() == 1
     monkeypatch.delenv("PADDLE_LOCAL_SIZE")
     monkeypatch.setattr(simam_kernel, "available_cores", lambda: 64)
-    assert simam_kernel._threads_from_env() == 8, "the default stops at 8"
+    assert simam_kernel.threads_from_env() == 8, "the default stops at 8"
     monkeypatch.setenv("SIMAM_PADDLE_NUM_THREADS", "5")
-    assert simam_kernel._threads_from_env() == 5
+    assert simam_kernel.threads_from_env() == 5
     monkeypatch.setenv("SIMAM_PADDLE_NUM_THREADS", "two")
     with pytest.raises(ValueError, match="SIMAM_PADDLE_NUM_THREADS must be a positive integer.*got 'two'"):
-        simam_kernel._threads_from_env()
+        simam_kernel.threads_from_env()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import re
 import threading
 from pathlib import Path
@@ -102,20 +101,6 @@ def _build_and_load() -> ModuleType:
                                         include_paths=(INCLUDE,), what="fastconv's oneDNN convolutions")
 
 
-def _threads_from_env() -> int:
-    value = os.environ.get(THREADS_ENV)
-    if value is None or not value.strip():
-        return simam_kernel.default_threads()
-    try:
-        threads = int(value)
-    except ValueError:
-        threads = 0
-    if threads < 1:
-        raise ValueError(f"{THREADS_ENV} must be a positive integer (threads of the oneDNN convolutions), got "
-                         f"{value!r}; unset it to use the available cores")
-    return threads
-
-
 class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -137,7 +122,7 @@ def prepare() -> bool:
     """
     with _state.lock:
         if not _state.tried:
-            _state.num_threads = _threads_from_env()
+            _state.num_threads = simam_kernel.threads_from_env(THREADS_ENV, "the oneDNN convolutions")
             try:
                 _state.onednn = check_library()
                 _state.module = _build_and_load()

@@ -176,9 +176,10 @@ def default_threads() -> int:
 THREADS_ENV = "SIMAM_PADDLE_NUM_THREADS"
 
 
-def _threads_from_env() -> int:
-    """$SIMAM_PADDLE_NUM_THREADS, else :func:`default_threads`."""
-    value = os.environ.get(THREADS_ENV)
+def threads_from_env(variable: str = THREADS_ENV, what: str = "the SimAM kernel") -> int:
+    """The positive integer in ``$variable``, else :func:`default_threads`; anything else is a ValueError
+    naming the variable."""
+    value = os.environ.get(variable)
     if value is None or not value.strip():
         return default_threads()
     try:
@@ -186,7 +187,7 @@ def _threads_from_env() -> int:
     except ValueError:
         threads = 0
     if threads < 1:
-        raise ValueError(f"{THREADS_ENV} must be a positive integer (threads of the SimAM kernel), got {value!r}; "
+        raise ValueError(f"{variable} must be a positive integer (threads of {what}), got {value!r}; "
                          "unset it to use the available cores")
     return threads
 
@@ -210,7 +211,7 @@ def prepare() -> bool:
     """
     with _state.lock:
         if not _state.tried:
-            _state.num_threads = _threads_from_env()
+            _state.num_threads = threads_from_env()
             try:
                 _state.module = _build_and_load()
             except Exception as exc:
