@@ -10,7 +10,9 @@ two models of a pair sharing theirs. Then, for each pair and each engine setting
     paddle.inference, oneDNN off         T CPU math threads
     onnxruntime                          T intra-op threads, graph optimisations on (its default)
 
-(T = ``--threads``, default: the cores available), it times the two models side by side in one
+(T = ``--threads``, default: the cores available; through Paddle Inference, the SimAM model runs
+each of its two programs in turn: ``model_simam_op.json``, SimAM as one operator, what ``predict``
+and ``evaluate`` run, and ``model.json``, standard operators), it times the two models side by side in one
 process (``simam_paddle.timing.interleaved_medians``: round-robin, the order rotated every round,
 median over the rounds after warm-up): batch 64 throughput (img/s) and batch 1 latency (ms, the
 mean of ``--latency-calls`` consecutive calls per round). The ratio is the SimAM model's speed over
@@ -91,18 +93,24 @@ def export_pair(pair: tuple[str, str], runs: dict[str, Path], root: Path, seed: 
     return exported
 
 
-def make_runner(setting: str, exported: dict, threads: int):
+# The programs of a Paddle export the SimAM model runs (see simam_paddle.export.choose_program).
+PROGRAMS = ("simam_op", "standard")
+
+
+def make_runner(setting: str, exported: dict, threads: int, program: str = "auto"):
     if setting == "default Config":
-        return paddle_runner(exported["paddle"], default_config=True)
+        return paddle_runner(exported["paddle"], default_config=True, program=program)
     if setting == "oneDNN on":
-        return paddle_runner(exported["paddle"], onednn=True, threads=threads)
+        return paddle_runner(exported["paddle"], onednn=True, threads=threads, program=program)
     if setting == "oneDNN off":
-        return paddle_runner(exported["paddle"], onednn=False, threads=threads)
+        return paddle_runner(exported["paddle"], onednn=False, threads=threads, program=program)
     return onnx_runner(exported["onnx"], threads=threads)
 
 
-def time_pair(pair, exported, setting, threads, rounds, warmup, batch, latency_calls, latency_rounds) -> dict:
-    runners = {name: make_runner(setting, exported[name], threads) for name in pair}
+def time_pair(pair, exported, setting, program, threads, rounds, warmup, batch, latency_calls, latency_rounds) -> dict:
+    plain, simam = pair
+    runners = {plain: make_runner(setting, exported[plain], threads),
+               simam: make_runner(setting, exported[simam], threads, program)}
     rng = np.random.default_rng(0)
     big = rng.standard_normal((batch, 3, 128, 128)).astype(np.float32)
     one = rng.standard_normal((1, 3, 128, 128)).astype(np.float32)
@@ -113,15 +121,21 @@ def time_pair(pair, exported, setting, threads, rounds, warmup, batch, latency_c
             r(one)
 
     latency = interleaved_medians({n: (lambda r=r: calls(r)) for n, r in runners.items()}, latency_rounds, warmup)
-    plain, simam = pair
     row = {
-        "engine": runners[plain].engine,
+        "engine": {n: runners[n].engine for n in pair},
         "img_s": {n: batch / throughput[n] for n in pair},
         "latency_ms": {n: 1e3 * latency[n] / latency_calls for n in pair},
     }
     row["throughput_ratio"] = row["img_s"][simam] / row["img_s"][plain]
     row["latency_ratio"] = row["latency_ms"][plain] / row["latency_ms"][simam]
     return row
+
+
+def label(setting: str, program: str | None) -> str:
+    """The row's name: the engine setting, and for Paddle Inference the SimAM model's program."""
+    if program is None:
+        return setting
+    return f"{setting}, {'SimAM operator' if program == 'simam_op' else 'standard operators'}"
 
 
 def machine() -> dict:
@@ -189,13 +203,13 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"{pair[0]} / {pair[1]}:", flush=True)
             exported = export_pair(pair, runs, Path(tmp) / pair[0], args.seed, args.tolerance)
-            for setting in SETTINGS:
-                row = time_pair(pair, exported, setting, threads, args.rounds, args.warmup, args.batch,
+            for setting, program in [(s, p) for s in SETTINGS[:-1] for p in PROGRAMS] + [(SETTINGS[-1], None)]:
+                row = time_pair(pair, exported, setting, program, threads, args.rounds, args.warmup, args.batch,
                                 args.latency_calls, args.rounds)
-                row.update(pair=list(pair), setting=setting, load=load())
+                row.update(pair=list(pair), setting=label(setting, program), load=load())
                 results.append(row)
                 plain, simam = pair
-                print(f"  {row['engine']:48s} {row['img_s'][plain]:8.1f} {row['img_s'][simam]:8.1f} img/s  "
+                print(f"  {row['setting']:42s} {row['img_s'][plain]:8.1f} {row['img_s'][simam]:8.1f} img/s  "
                       f"ratio {row['throughput_ratio']:.3f} | {row['latency_ms'][plain]:7.2f} {row['latency_ms'][simam]:7.2f} ms "
                       f" ratio {row['latency_ratio']:.3f}  (load {row['load'][0]})", flush=True)
             info.setdefault("weights", {}).update({n: exported[n]["weights"] for n in pair})
@@ -207,10 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for row in results:
         plain, simam = row["pair"]
-        print(f"| {plain} / {simam} | {row['engine']} | {row['img_s'][plain]:,.0f} | {row['img_s'][simam]:,.0f} | "
+        print(f"| {plain} / {simam} | {row['setting']} | {row['img_s'][plain]:,.0f} | {row['img_s'][simam]:,.0f} | "
               f"{row['throughput_ratio']:.2f} | {row['latency_ms'][plain]:.2f} | {row['latency_ms'][simam]:.2f} | "
               f"{row['latency_ratio']:.2f} |")
     print(f"\nratio: the SimAM model's speed over the plain model's (img/s over img/s; plain ms over SimAM ms). "
+          f"SimAM operator / standard operators: the SimAM model's program (model_simam_op.json / model.json). "
           f"Load average at the end {info['load_end']}.")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -76,6 +76,9 @@ def add_engine(p: argparse.ArgumentParser) -> None:
                    help="threads of the inference engine that runs an export (default: the cores available)")
     p.add_argument("--no-onednn", dest="onednn", action="store_false",
                    help="run a Paddle Inference export without oneDNN (default: oneDNN on, the fast path on CPUs)")
+    p.add_argument("--program", choices=("auto", "simam_op", "standard"), default="auto",
+                   help="which program of a Paddle export runs: model_simam_op.json (SimAM as one operator, CPU) or "
+                        "model.json (standard operators); auto (default): the former where it can run")
 
 
 def add_overrides(p: argparse.ArgumentParser, what: str = "a config value") -> None:

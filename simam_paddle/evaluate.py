@@ -2,7 +2,7 @@
 
 A run directory is evaluated in the dynamic graph; an export folder of ``simam_paddle.export`` through
 its engine (Paddle Inference or onnxruntime) with the fastest settings measured, named once in the
-output (``--threads``, ``--no-onednn`` change them), on the data of the run it was exported from
+output (``--threads``, ``--no-onednn``, ``--program`` change them), on the data of the run it was exported from
 (its config.yaml, when the run is still there) or of ``-o data.root=...``.
 
 Two throughputs, because they answer different questions:
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> None:
         if is_export(args.model):
-            run, meta = load_exported(args.model, args.onednn, args.threads)
+            run, meta = load_exported(args.model, args.onednn, args.threads, args.program)
             config = _export_config(meta, args.override)
             what = f"{config['model']['name']} ({meta['format']} export of the {meta['weights']} weights; engine: {run.engine})"
             model = lambda images: paddle.to_tensor(run(images.numpy()))  # noqa: E731

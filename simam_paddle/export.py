@@ -1,13 +1,22 @@
 """Export a trained run for deployment, Paddle Inference or ONNX, checked against the run's own model.
 
     python -m simam_paddle.export RUN_DIR --format paddle|onnx [--weights best|final] [--output DIR] [--overwrite]
-                                  [--num-images 16] [--tolerance 1e-4]
+                                  [--num-images 16] [--tolerance 1e-4] [--no-simam-op]
 
 Writes (default ``RUN_DIR/export/<format>/``):
 
     paddle   model.json + model.pdiparams    paddle.jit.save (for paddle.inference), input "image"
+             model_simam_op.json             the same model with SimAM as one operator (SimAM models)
     onnx     model.onnx                      paddle2onnx (opset 13), for onnxruntime and others
     both     export.json                     model, weights, class names, input and preprocessing, the check
+
+A Paddle export of a model with SimAM holds two programs with the same weights (model.pdiparams):
+``model.json`` in standard Paddle operators, which any Paddle Inference runs (CPU, GPU, TensorRT, C++),
+and ``model_simam_op.json``, where each SimAM (with the ReLU and max-pool after it) is the
+``simam_deploy`` operator of this package (``simam_paddle.layers.simam_deploy``): CPU only, in a process
+that has loaded its library, and the fast one there (BENCHMARKS.md, "Deployment"). It is written
+where the library builds, unless ``--no-simam-op``; :func:`paddle_runner` runs it where it can and
+``model.json`` elsewhere.
 
 The input is a float32 batch [N, 3, S, S] with any N (S = the run's ``data.image_size``, 128 in the
 recipe), images prepared as by ``simam_paddle.data.build_test_transform``; the output is the logits
@@ -16,10 +25,11 @@ recipe), images prepared as by ``simam_paddle.data.build_test_transform``; the o
 Every export is checked before it is put in place: test images (real ones from ``data.root`` when it
 is an image folder, else rendered ones; the message says which) go through the dynamic-graph model
 and through the export (paddle.inference, or onnxruntime), as one batch and as a batch of one; the
-largest absolute difference of the logits must be <= 1e-4 (``--tolerance``). The result is printed
-and stored in export.json. The bound is absolute, made for trained models, whose logits stay small: a
-model with logits in the hundreds (an untrained ResNet-50) differs from itself in float64 by more than
-that through float32 rounding alone, and needs a looser ``--tolerance``. A failed export or check
+largest absolute difference of the logits must be <= 1e-4 (``--tolerance``), for each program of a
+Paddle export. The result is printed and stored in export.json. The bound is absolute, made for
+trained models, whose logits stay small: a model with logits in the hundreds (an untrained
+ResNet-50) differs from itself in float64 by more than that through float32 rounding alone, and
+needs a looser ``--tolerance``. A failed export or check
 leaves nothing behind and exits non-zero; an existing export is replaced only with ``--overwrite``,
 and stays in place until the new one is complete.
 
@@ -55,7 +65,9 @@ from .data import sample_images
 from .data.transforms import MEAN, STD
 from .errors import ExportError
 from .io import atomic_write_json, remove_temp_files
-from .layers.simam_kernel import available_cores
+from .layers import simam_deploy
+from .layers.custom_ops import available_cores
+from .layers.simam import SimAM, deploy_operator
 from .run_dir import EXPORT, WEIGHTS, load_run_model, run_classes
 
 FORMATS = ("paddle", "onnx")
@@ -113,22 +125,48 @@ def _require_onnx():
     return paddle2onnx, onnxruntime
 
 
+PARAMS_FILE = "model.pdiparams"
+SIMAM_OP_PREFIX = "model_simam_op"  # the program with the SimAM operator; its weights are model.pdiparams
+
+
 def _jit_save(model: paddle.nn.Layer, prefix: Path, size: int) -> Path:
     spec = [paddle.static.InputSpec([None, 3, size, size], "float32", INPUT_NAME)]
     paddle.jit.save(model, str(prefix), input_spec=spec)
-    return _program_file(prefix.parent)
+    return _program_file(prefix.parent, prefix.name)
 
 
-def _program_file(folder: Path) -> Path:
-    """model.json (PIR, Paddle 3's default) or model.pdmodel (the old IR)."""
-    for name in ("model.json", "model.pdmodel"):
+def _program_file(folder: Path, prefix: str = "model") -> Path:
+    """PREFIX.json (PIR, Paddle 3's default) or PREFIX.pdmodel (the old IR)."""
+    for name in (f"{prefix}.json", f"{prefix}.pdmodel"):
         if (folder / name).is_file():
             return folder / name
-    raise FileNotFoundError(f"{folder} holds no exported Paddle program (model.json or model.pdmodel)")
+    raise FileNotFoundError(f"{folder} holds no exported Paddle program ({prefix}.json or {prefix}.pdmodel)")
 
 
-def write_paddle(model: paddle.nn.Layer, folder: Path, size: int) -> None:
+def simam_op_program(folder: Path) -> Path | None:
+    """The program with the SimAM operator in a Paddle export folder, or None."""
+    try:
+        return _program_file(folder, SIMAM_OP_PREFIX)
+    except FileNotFoundError:
+        return None
+
+
+def has_simam(model: paddle.nn.Layer) -> bool:
+    return any(isinstance(layer, SimAM) for layer in model.sublayers(include_self=True))
+
+
+def write_paddle(model: paddle.nn.Layer, folder: Path, size: int, simam_op: bool = True) -> None:
+    """model.json + model.pdiparams; with ``simam_op`` and SimAM in the model, also model_simam_op.json
+    where the SimAM deployment operator is available (else a warning: standard operators only)."""
     _jit_save(model, folder / "model", size)
+    if not (simam_op and has_simam(model) and simam_deploy.prepare()):
+        return
+    with deploy_operator():
+        _jit_save(model, folder / SIMAM_OP_PREFIX, size)
+    params = folder / f"{SIMAM_OP_PREFIX}.pdiparams"
+    if params.read_bytes() != (folder / PARAMS_FILE).read_bytes():
+        raise ExportError(f"the two programs of the export saved different weights ({params.name}, {PARAMS_FILE})")
+    params.unlink()
 
 
 def write_onnx(model: paddle.nn.Layer, folder: Path, size: int) -> None:
@@ -166,17 +204,42 @@ def _optimize_onnx(source: Path, target: Path) -> None:
     onnx.save(model, str(target))
 
 
+PROGRAMS = ("auto", "simam_op", "standard")
+
+
+def choose_program(folder: Path, program: str = "auto") -> tuple[Path, str]:
+    """(program file, "SimAM operator" | "standard operators") of a Paddle export folder.
+
+    "auto": the program with the SimAM operator where the export has one and this process can load
+    the operator's library, else model.json; "simam_op" insists on the former, "standard" takes model.json.
+    """
+    if program not in PROGRAMS:
+        raise ConfigError(f"unknown program {program!r}; expected one of {', '.join(PROGRAMS)}")
+    fused = simam_op_program(folder)
+    if program == "simam_op" and fused is None:
+        raise ConfigError(f"{folder} holds no {SIMAM_OP_PREFIX} program: export it again where the SimAM "
+                          "deployment operator builds (see simam_paddle.layers.simam_deploy)")
+    if fused is not None and program != "standard":
+        if simam_deploy.prepare():
+            return fused, "SimAM operator"
+        if program == "simam_op":
+            raise ConfigError(f"the SimAM deployment operator is unavailable: {simam_deploy.status()['error']}")
+    return _program_file(folder), "standard operators"
+
+
 def paddle_runner(folder: Path, onednn: bool | None = True, threads: int | None = None,
-                  default_config: bool = False) -> Runner:
+                  default_config: bool = False, program: str = "auto") -> Runner:
     """Run a Paddle export through paddle.inference on the CPU: float32 [N, 3, S, S] -> logits.
 
     ``onednn``: oneDNN on (the default: AlexNet runs about 4x faster with it) or off; ``threads``: the
     CPU math threads (default: the cores available). ``default_config=True`` changes neither and runs
     ``paddle.inference.Config`` as it comes (oneDNN on, 1 thread in Paddle 3.3), for comparisons.
+    ``program``: which of the export's programs runs (see :func:`choose_program`).
     """
     from paddle import inference
 
-    config = inference.Config(str(_program_file(folder)), str(folder / "model.pdiparams"))
+    program_file, operators = choose_program(folder, program)
+    config = inference.Config(str(program_file), str(folder / PARAMS_FILE))
     config.disable_glog_info()
     if not default_config:
         if onednn:
@@ -196,7 +259,7 @@ def paddle_runner(folder: Path, onednn: bool | None = True, threads: int | None 
 
     engine = (f"paddle.inference{', default Config' if default_config else ''}, "
               f"oneDNN {'on' if config.mkldnn_enabled() else 'off'}, "
-              f"{_plural(config.cpu_math_library_num_threads(), 'thread')}")
+              f"{_plural(config.cpu_math_library_num_threads(), 'thread')}, {program_file.name} ({operators})")
     return Runner(run, engine)
 
 
@@ -215,14 +278,13 @@ def onnx_runner(folder: Path, threads: int | None = None) -> Runner:
     return Runner(run, f"onnxruntime, {_plural(options.intra_op_num_threads, 'intra-op thread')}")
 
 
-def runner(fmt: str, folder: Path, onednn: bool = True, threads: int | None = None) -> Runner:
+def runner(fmt: str, folder: Path, onednn: bool = True, threads: int | None = None, program: str = "auto") -> Runner:
     """The runner of an export folder of format ``fmt`` with the given settings (see the two above)."""
     if fmt == "paddle":
-        return RUNNERS["paddle"](folder, onednn=onednn, threads=threads)
+        return RUNNERS["paddle"](folder, onednn=onednn, threads=threads, program=program)
     return RUNNERS["onnx"](folder, threads=threads)
 
 
-WRITERS = {"paddle": write_paddle, "onnx": write_onnx}
 RUNNERS = {"paddle": paddle_runner, "onnx": onnx_runner}
 
 
@@ -244,10 +306,11 @@ def is_export(path: str | Path) -> bool:
     return (path if path.is_dir() else path.parent).joinpath(META_FILE).is_file()
 
 
-def load_exported(path: str | Path, onednn: bool = True, threads: int | None = None) -> tuple[Runner, dict]:
+def load_exported(path: str | Path, onednn: bool = True, threads: int | None = None,
+                  program: str = "auto") -> tuple[Runner, dict]:
     """The runner of an export folder (or of a file in it), with the given engine settings, and its export.json."""
     folder, meta = read_export_meta(path)
-    return runner(meta["format"], folder, onednn, threads), meta
+    return runner(meta["format"], folder, onednn, threads, program), meta
 
 
 def check_export(run: Runner, batch: np.ndarray, reference: np.ndarray, tolerance: float = TOLERANCE) -> dict:
@@ -286,8 +349,11 @@ def export(
     num_images: int = 16,
     tolerance: float = TOLERANCE,
     log: Callable[[str], None] = print,
+    simam_op: bool = True,
 ) -> dict:
-    """Export a run's model in ``fmt`` (paddle | onnx), check it, and return what export.json holds."""
+    """Export a run's model in ``fmt`` (paddle | onnx), check it, and return what export.json holds.
+
+    ``simam_op``: also write the program with the SimAM operator (Paddle format; see the module docstring)."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if not tolerance >= 0:
@@ -311,27 +377,37 @@ def export(
     staging.chmod(0o755)  # mkdtemp's 0700 would make the export private to this user
     try:
         try:
-            WRITERS[fmt](model, staging, size)
-            run = runner(fmt, staging)
-            check = check_export(run, batch, reference, tolerance)
+            if fmt == "paddle":
+                write_paddle(model, staging, size, simam_op)
+            else:
+                write_onnx(model, staging, size)
+            # the program each runner takes by default first (its check is export.json's "check")
+            programs = ["auto", "standard"] if fmt == "paddle" and simam_op_program(staging) else ["auto"]
+            checks = []
+            for program in programs:
+                run = runner(fmt, staging, program=program)
+                checks.append(check_export(run, batch, reference, tolerance))
+                checks[-1]["engine"] = getattr(run, "engine", "paddle.inference" if fmt == "paddle" else "onnxruntime")
         except ExportError:
             raise
         except Exception as exc:
             raise ExportError(f"{fmt} export of {run_dir} failed: {type(exc).__name__}: {exc}") from exc
-        check["source"] = samples.source
-        engine = getattr(run, "engine", "paddle.inference" if fmt == "paddle" else "onnxruntime")
-        check["engine"] = engine
-        log(
-            f"check ({engine} vs dynamic graph, {samples.source}): max abs logit diff "
-            f"{check['max_abs_diff_batch']:.2e} (batch of {len(batch)}), {check['max_abs_diff_batch_of_1']:.2e} "
-            f"(batch of 1); tolerance {tolerance:.0e}: {'OK' if check['passed'] else 'FAILED'}"
-        )
-        if not check["passed"]:
-            raise ExportError(
-                f"the {fmt} export differs from the model by {check['max_abs_diff']:.3g} > {tolerance:.0e} "
-                f"(the logits reach {check['max_abs_logit']:.3g}: relative difference "
-                f"{check['max_abs_diff'] / max(check['max_abs_logit'], 1e-30):.1e}); nothing was written"
+        for check in checks:
+            check["source"] = samples.source
+            log(
+                f"check ({check['engine']} vs dynamic graph, {samples.source}): max abs logit diff "
+                f"{check['max_abs_diff_batch']:.2e} (batch of {len(batch)}), {check['max_abs_diff_batch_of_1']:.2e} "
+                f"(batch of 1); tolerance {tolerance:.0e}: {'OK' if check['passed'] else 'FAILED'}"
             )
+            if not check["passed"]:
+                raise ExportError(
+                    f"the {fmt} export ({check['engine']}) differs from the model by {check['max_abs_diff']:.3g} > "
+                    f"{tolerance:.0e} (the logits reach {check['max_abs_logit']:.3g}: relative difference "
+                    f"{check['max_abs_diff'] / max(check['max_abs_logit'], 1e-30):.1e}); nothing was written"
+                )
+        check = checks[0]
+        if len(checks) > 1:
+            check["standard_program"] = checks[1]
         meta = {
             "format": fmt,
             "files": sorted(p.name for p in staging.iterdir()) + [META_FILE],
@@ -373,9 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-images", type=int, default=16, help="test images for the check (default: 16)")
     p.add_argument("--tolerance", type=float, default=TOLERANCE,
                    help=f"largest allowed |logit difference| (default: {TOLERANCE:g})")
+    p.add_argument("--no-simam-op", dest="simam_op", action="store_false",
+                   help=f"paddle format: write only model.json, without {SIMAM_OP_PREFIX}.json (SimAM as one operator)")
     args = p.parse_args(argv)
     return cli.run(lambda: export(args.run_dir, args.format, args.weights, args.output, args.overwrite,
-                                  args.num_images, args.tolerance) and None)
+                                  args.num_images, args.tolerance, simam_op=args.simam_op) and None)
 
 
 if __name__ == "__main__":

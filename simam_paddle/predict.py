@@ -1,12 +1,13 @@
 """Classify image files with a trained run or with its export: the top-k classes and their probabilities.
 
     python -m simam_paddle.predict RUN_DIR|EXPORT_DIR IMAGE [IMAGE ...] [--top-k 3] [--weights best|final]
-                                   [--threads N] [--no-onednn]
+                                   [--threads N] [--no-onednn] [--program auto|simam_op|standard]
 
 RUN_DIR is a run directory (its ``best`` or ``final`` weights in the dynamic graph); EXPORT_DIR is a
 folder written by ``simam_paddle.export`` (Paddle Inference or ONNX), or a file in it, run with the
 fastest engine settings measured (``simam_paddle.export.paddle_runner``: oneDNN on; threads: the cores
-available, or ``--threads``), which are named once on stderr. Images of any size are prepared by the
+available, or ``--threads``; the program with the SimAM operator where it can run, or ``--program``),
+which are named once on stderr. Images of any size are prepared by the
 test transforms (resize to the run's ``data.image_size``, 128 in the recipe, and normalise). The
 classes are named as the run saved them (``classes.json``; export.json in an export). A file that
 cannot be read as an image stops the run before any model is loaded, with an error naming it and a
@@ -35,9 +36,11 @@ BATCH_SIZE = 64
 
 
 def load_classifier(path: str | Path, weights: str = "best", onednn: bool = True, threads: int | None = None,
-                    log: Callable[[str], None] | None = None) -> tuple[Callable[[np.ndarray], np.ndarray], list[str], int]:
+                    log: Callable[[str], None] | None = None,
+                    program: str = "auto") -> tuple[Callable[[np.ndarray], np.ndarray], list[str], int]:
     """A function from a preprocessed batch to logits, the class names and the input size, for a run or an
-    export (run with ``onednn`` and ``threads``: see ``simam_paddle.export.paddle_runner``; ``log`` is told which)."""
+    export (run with ``onednn``, ``threads`` and ``program``: see ``simam_paddle.export.paddle_runner``;
+    ``log`` is told which)."""
     path = Path(path)
     if is_run_dir(path):
         model, config = load_run_model(path, weights)
@@ -48,7 +51,7 @@ def load_classifier(path: str | Path, weights: str = "best", onednn: bool = True
 
         return run, run_classes(path, config), config["data"]["image_size"]
     if is_export(path):
-        run, meta = load_exported(path, onednn, threads)
+        run, meta = load_exported(path, onednn, threads, program)
         if log is not None:
             log(f"engine: {run.engine}")
         return run, meta["class_names"], int(meta["input"]["shape"][2])
@@ -60,12 +63,13 @@ def load_classifier(path: str | Path, weights: str = "best", onednn: bool = True
 def predict(
     model_path: str | Path, image_paths: list[str | Path], top_k: int = 3, weights: str = "best",
     onednn: bool = True, threads: int | None = None, log: Callable[[str], None] | None = None,
+    program: str = "auto",
 ) -> list[list[tuple[str, float]]]:
     """For each image, its ``top_k`` (class name, probability) pairs, most probable first."""
     if top_k < 1:
         raise ValueError(f"top-k must be >= 1, got {top_k}")
     images = [load_image(p) for p in image_paths]  # every file is read before the model is loaded
-    run, names, size = load_classifier(model_path, weights, onednn, threads, log)
+    run, names, size = load_classifier(model_path, weights, onednn, threads, log, program)
     k = min(top_k, len(names))
     results = []
     for start in range(0, len(images), BATCH_SIZE):
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> None:
         results = predict(args.model, args.images, args.top_k, args.weights, args.onednn, args.threads,
-                          log=lambda line: print(line, file=sys.stderr))
+                          log=lambda line: print(line, file=sys.stderr), program=args.program)
         for path, top in zip(args.images, results):
             print(f"{path}: " + ", ".join(f"{name} {prob:.4f}" for name, prob in top))
 

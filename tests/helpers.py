@@ -1,5 +1,6 @@
 """What the tests share: where the repository and the real data are, small data of known content,
-run directories, the SimAM formula written plainly, and running a tool in a subprocess.
+run directories, the SimAM formula written plainly, running a tool in a subprocess, running a saved
+program through Paddle Inference, and an operator library that cannot be built.
 
 Data of known content: ``write_cifar_archive`` writes an archive in the official format (pickled
 ``data_batch_1..5`` and ``test_batch`` inside ``cifar-10-batches-py/`` in a .tar.gz);
@@ -46,6 +47,36 @@ def reference_simam(x: np.ndarray, lam: float) -> np.ndarray:
     var = d2.sum(axis=(2, 3), keepdims=True) / (hw - 1) if hw > 1 else np.zeros_like(mu)
     e = d2 / (4 * (var + lam)) + 0.5
     return x / (1 + np.exp(-e))
+
+
+def paddle_inference(prefix: str | Path, x: np.ndarray, onednn: bool = True, threads: int | None = None) -> np.ndarray:
+    """The output of the program ``paddle.jit.save`` wrote at ``prefix`` (PIR: PREFIX.json) for input x."""
+    from paddle import inference
+
+    config = inference.Config(f"{prefix}.json", f"{prefix}.pdiparams")
+    config.disable_glog_info()
+    config.enable_mkldnn() if onednn else config.disable_mkldnn()
+    if threads is not None:
+        config.set_cpu_math_library_num_threads(threads)
+    predictor = inference.create_predictor(config)
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.reshape(list(x.shape))
+    handle.copy_from_cpu(x)
+    predictor.run()
+    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+
+def unbuildable(monkeypatch, module, message: str = "no C++ compiler found (simulated)") -> None:
+    """``module.LIBRARY`` (an ``OperatorLibrary``) as a fresh process on a machine where its build fails
+    with ``message`` sees it; ``$SIMAM_PADDLE_REQUIRE_KERNEL`` unset."""
+    from simam_paddle.layers.custom_ops import REQUIRE_ENV
+
+    def fail():
+        raise RuntimeError(message)
+
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    monkeypatch.setattr(module, "LIBRARY", module.LIBRARY.fresh())
+    monkeypatch.setattr(module.LIBRARY, "build_and_load", fail)
 
 
 def run_tool(tool: str, *args, check: bool = True, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:

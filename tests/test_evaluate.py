@@ -31,7 +31,8 @@ def test_an_export_evaluates_like_its_run(run_dir, fmt, capsys):
     assert main([str(run_dir / "export" / fmt), "--batches", "1", "--threads", "1"]) == 0
     from_export = capsys.readouterr().out
     assert "on 40 test images" in from_run and "on 40 test images" in from_export
-    engine = "paddle.inference, oneDNN on, 1 thread" if fmt == "paddle" else "onnxruntime, 1 intra-op thread"
+    engine = ("paddle.inference, oneDNN on, 1 thread, model_simam_op.json (SimAM operator)" if fmt == "paddle"
+              else "onnxruntime, 1 intra-op thread")
     assert f"({fmt} export of the best weights; engine: {engine})" in from_export
     (loss_run, acc_run), (loss_export, acc_export) = figures(from_run), figures(from_export)
     assert acc_export == acc_run and loss_export == pytest.approx(loss_run, abs=1e-4)

@@ -24,30 +24,34 @@ def run_dir(tmp_path, image_folder):
     return make_run_dir(tmp_path / "run", "model.name=alexnet_simam", "model.e_lambda=1e-5", f"data.root={image_folder}")
 
 
-def independent_check(run_dir, folder, count=5):
-    """Logits of the export and of the dynamic-graph model on ``count`` real images, batch sizes 1 and count."""
-    run, meta = load_exported(folder)
+def independent_check(run_dir, folder, count=5, programs=("auto",)):
+    """Logits of the export (each of ``programs``) and of the dynamic-graph model on ``count`` real images,
+    batch sizes 1 and count."""
     model, config = load_run_model(run_dir)
     batch = sample_images(config, count).batch()
     with paddle.no_grad():
         expected = model(paddle.to_tensor(batch)).numpy()
-    for got, want in ((run(batch), expected), (run(batch[2:3]), expected[2:3])):
-        assert got.shape == want.shape
-        diff = np.abs(got - want).max()
-        assert diff <= TOLERANCE, f"max abs diff {diff:.3g}"
+    for program in programs:
+        run, meta = load_exported(folder, program=program)
+        for got, want in ((run(batch), expected), (run(batch[2:3]), expected[2:3])):
+            assert got.shape == want.shape
+            diff = np.abs(got - want).max()
+            assert diff <= TOLERANCE, f"{program}: max abs diff {diff:.3g}"
     return meta
 
 
 @pytest.mark.parametrize(
-    "fmt, files", [("paddle", {"model.json", "model.pdiparams"}), pytest.param("onnx", {"model.onnx"}, marks=needs_onnx)]
+    "fmt, files, programs",
+    [("paddle", {"model.json", "model_simam_op.json", "model.pdiparams"}, ("simam_op", "standard")),
+     pytest.param("onnx", {"model.onnx"}, ("auto",), marks=needs_onnx)],
 )
-def test_round_trip_on_real_images(run_dir, fmt, files, capsys):
+def test_round_trip_on_real_images(run_dir, fmt, files, programs, capsys):
     assert main([str(run_dir), "--format", fmt]) == 0
     out = capsys.readouterr().out
-    assert "16 real test images from" in out and "tolerance 1e-04: OK" in out
+    assert out.count("16 real test images from") == len(programs) and out.count("tolerance 1e-04: OK") == len(programs)
     folder = run_dir / "export" / fmt
     assert {p.name for p in folder.iterdir()} == files | {"export.json"}
-    meta = independent_check(run_dir, folder)
+    meta = independent_check(run_dir, folder, programs=programs)
     assert meta["format"] == fmt and meta["input"]["shape"] == [None, 3, 128, 128]
     assert meta["check"]["max_abs_diff"] <= TOLERANCE and meta["check"]["images"] == 16
     assert meta["class_names"][3] == "cat" and meta["model"]["name"] == "alexnet_simam"

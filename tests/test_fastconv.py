@@ -16,7 +16,7 @@ from paddle import nn
 
 from simam_paddle import build_model, fastconv
 from simam_paddle.fastconv import Conv2D, applies, kernel
-from simam_paddle.layers import simam_kernel
+from simam_paddle.layers import onednn, simam_kernel
 from simam_paddle.models.alexnet import CONVS
 
 RTOL = {"float32": 1e-5, "float64": 1e-10}
@@ -175,8 +175,8 @@ def test_second_order_gradients_are_refused_not_wrong():
 
 
 def test_a_failed_build_falls_back_and_says_why(monkeypatch):
-    monkeypatch.setattr(kernel._state, "module", None)
-    monkeypatch.setattr(kernel._state, "error", "RuntimeError: no compiler")
+    monkeypatch.setattr(kernel.LIBRARY, "module", None)
+    monkeypatch.setattr(kernel.LIBRARY, "error", "RuntimeError: no compiler")
     monkeypatch.delenv(simam_kernel.REQUIRE_ENV, raising=False)
     fast, ref = pair(3, 4, 3, padding=1)
     x = paddle.randn([2, 3, 6, 6])
@@ -189,20 +189,20 @@ def test_a_failed_build_falls_back_and_says_why(monkeypatch):
 
 
 def test_a_library_of_another_version_is_refused(monkeypatch):
-    monkeypatch.setattr(kernel, "library_version", lambda path=None: (3, 7, 0, kernel.DNNL_RUNTIME_OMP))
+    monkeypatch.setattr(onednn, "library_version", lambda path=None: (3, 7, 0, onednn.DNNL_RUNTIME_OMP))
     with pytest.raises(RuntimeError, match=r"oneDNN is 3\.7\.0; the operators are written against the 3\.6 headers"):
-        kernel.check_library()
+        onednn.check_library()
 
 
 def test_paddles_library_fits_the_headers():
-    major, minor, _, runtime = kernel.library_version()
-    assert (major, minor) == kernel.header_version()[:2] and runtime == kernel.DNNL_RUNTIME_OMP
+    major, minor, _, runtime = onednn.library_version()
+    assert (major, minor) == onednn.header_version()[:2] and runtime == onednn.DNNL_RUNTIME_OMP
 
 
 def test_threads_from_the_environment(monkeypatch):
-    monkeypatch.setattr(kernel, "_build_and_load", lambda: object())  # the threads are read before any build
     for value, expected in (("3", 3), ("zero", None)):
-        monkeypatch.setattr(kernel, "_state", kernel._State())
+        monkeypatch.setattr(kernel, "LIBRARY", kernel.LIBRARY.fresh())
+        monkeypatch.setattr(kernel.LIBRARY, "build_and_load", lambda: object())  # the threads are read before any build
         monkeypatch.setenv(kernel.THREADS_ENV, value)
         if expected is None:
             with pytest.raises(ValueError, match=f"{kernel.THREADS_ENV} must be a positive integer"):

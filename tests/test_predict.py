@@ -120,17 +120,19 @@ def test_real_cifar10_jpegs(run_dir, cifar10_jpeg):
 
 
 def test_an_export_runs_with_the_best_engine_settings_named_once(run_dir, images, capsys):
-    from simam_paddle.layers.simam_kernel import available_cores
+    from simam_paddle.layers.custom_ops import available_cores
 
     export(run_dir, "paddle", num_images=2, log=lambda _: None)
     folder = run_dir / "export" / "paddle"
     cores = available_cores()
     assert main([str(folder), *map(str, images)]) == 0
     captured = capsys.readouterr()
-    assert captured.err.splitlines() == [f"engine: paddle.inference, oneDNN on, {cores} thread{'s' * (cores > 1)}"]
+    assert captured.err.splitlines() == [f"engine: paddle.inference, oneDNN on, {cores} thread{'s' * (cores > 1)}, "
+                                         "model_simam_op.json (SimAM operator)"]
     assert len(captured.out.splitlines()) == 3  # stdout keeps one line per image
-    assert main([str(folder), str(images[0]), "--threads", "1", "--no-onednn"]) == 0
-    assert capsys.readouterr().err.splitlines() == ["engine: paddle.inference, oneDNN off, 1 thread"]
+    assert main([str(folder), str(images[0]), "--threads", "1", "--no-onednn", "--program", "standard"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "engine: paddle.inference, oneDNN off, 1 thread, model.json (standard operators)"]
 
 
 @needs_onnx

@@ -15,10 +15,10 @@ import sys
 import numpy as np
 import paddle
 import pytest
-from helpers import reference_simam
+from helpers import reference_simam, unbuildable
 
 from simam_paddle import SimAM, simam
-from simam_paddle.layers import simam_kernel
+from simam_paddle.layers import custom_ops, simam_kernel
 
 simam_module = sys.modules["simam_paddle.layers.simam"]
 PATHS = ["kernel", "paddle", "plain", "static"]
@@ -305,13 +305,7 @@ def test_environment_variable_steers_auto_only(monkeypatch):
 @pytest.fixture
 def broken_kernel(monkeypatch):
     """The kernel as on a machine without a compiler: the build fails; a fresh per-process state."""
-
-    def fail():
-        raise RuntimeError("no C++ compiler found (simulated)")
-
-    monkeypatch.delenv(simam_kernel.REQUIRE_ENV, raising=False)
-    monkeypatch.setattr(simam_kernel, "_state", simam_kernel._KernelState())
-    monkeypatch.setattr(simam_kernel, "_build_and_load", fail)
+    unbuildable(monkeypatch, simam_kernel)
 
 
 def test_a_required_kernel_that_cannot_be_built_is_an_error(broken_kernel, monkeypatch):
@@ -326,7 +320,7 @@ def test_a_required_kernel_that_cannot_be_built_is_an_error(broken_kernel, monke
 
 def test_ctrl_c_during_the_build_interrupts_and_the_next_call_builds(monkeypatch):
     monkeypatch.delenv(simam_kernel.REQUIRE_ENV, raising=False)
-    monkeypatch.setattr(simam_kernel, "_state", simam_kernel._KernelState())
+    monkeypatch.setattr(simam_kernel, "LIBRARY", simam_kernel.LIBRARY.fresh())
     calls = []
 
     def interrupted():
@@ -335,7 +329,7 @@ def test_ctrl_c_during_the_build_interrupts_and_the_next_call_builds(monkeypatch
             raise KeyboardInterrupt
         raise RuntimeError("second attempt (simulated)")
 
-    monkeypatch.setattr(simam_kernel, "_build_and_load", interrupted)
+    monkeypatch.setattr(simam_kernel.LIBRARY, "build_and_load", interrupted)
     with pytest.raises(KeyboardInterrupt):
         simam_kernel.prepare()
     assert simam_kernel.load_error() is None  # not recorded as "unavailable"
@@ -344,7 +338,7 @@ def test_ctrl_c_during_the_build_interrupts_and_the_next_call_builds(monkeypatch
 
 @pytest.mark.parametrize("value", ["0", "-2", "four", "1.5"])
 def test_an_invalid_thread_count_is_an_error_naming_the_variable(value, monkeypatch):
-    monkeypatch.setattr(simam_kernel, "_state", simam_kernel._KernelState())
+    monkeypatch.setattr(simam_kernel, "LIBRARY", simam_kernel.LIBRARY.fresh())
     monkeypatch.setenv("SIMAM_PADDLE_NUM_THREADS", value)
     with pytest.raises(ValueError, match=f"SIMAM_PADDLE_NUM_THREADS must be a positive integer.*{value!r}"):
         simam_kernel.prepare()
@@ -419,19 +413,22 @@ def test_other_thread_counts_give_the_same_bits(kernel_available, tmp_path):
 
 
 def test_kernel_threads_share_the_cores_unless_told(monkeypatch):
+    def kernel_threads():
+        return custom_ops.threads_from_env(simam_kernel.THREADS_ENV, "the SimAM kernel")
+
     monkeypatch.delenv("SIMAM_PADDLE_NUM_THREADS", raising=False)
     monkeypatch.delenv("PADDLE_LOCAL_SIZE", raising=False)
-    monkeypatch.setattr(simam_kernel, "available_cores", lambda: 6)
-    assert simam_kernel.threads_from_env() == 6
+    monkeypatch.setattr(custom_ops, "available_cores", lambda: 6)
+    assert kernel_threads() == 6
     monkeypatch.setenv("PADDLE_LOCAL_SIZE", "3")  # three processes of a distributed launch here
-    assert simam_kernel.threads_from_env() == 2
+    assert kernel_threads() == 2
     monkeypatch.setenv("PADDLE_LOCAL_SIZE", "16")
-    assert simam_kernel.threads_from_env() == 1
+    assert kernel_threads() == 1
     monkeypatch.delenv("PADDLE_LOCAL_SIZE")
-    monkeypatch.setattr(simam_kernel, "available_cores", lambda: 64)
-    assert simam_kernel.threads_from_env() == 8, "the default stops at 8"
+    monkeypatch.setattr(custom_ops, "available_cores", lambda: 64)
+    assert kernel_threads() == 8, "the default stops at 8"
     monkeypatch.setenv("SIMAM_PADDLE_NUM_THREADS", "5")
-    assert simam_kernel.threads_from_env() == 5
+    assert kernel_threads() == 5
     monkeypatch.setenv("SIMAM_PADDLE_NUM_THREADS", "two")
     with pytest.raises(ValueError, match="SIMAM_PADDLE_NUM_THREADS must be a positive integer.*got 'two'"):
-        simam_kernel.threads_from_env()
+        kernel_threads()

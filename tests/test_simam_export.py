@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 import pytest
-from helpers import needs_onnx, reference_simam
+from helpers import needs_onnx, paddle_inference, reference_simam
 from paddle import nn
 
 from simam_paddle import SimAM, simam
@@ -165,17 +165,7 @@ def _run_engine(engine: str, x: np.ndarray, lam: float, tmp_path) -> np.ndarray:
                            optimize_tool="None")
         session = onnxruntime.InferenceSession(str(tmp_path / "simam.onnx"), providers=["CPUExecutionProvider"])
         return session.run(None, {session.get_inputs()[0].name: x})[0]
-    from paddle import inference
-
-    config = inference.Config(f"{prefix}.json", f"{prefix}.pdiparams")
-    config.enable_mkldnn()
-    config.disable_glog_info()
-    predictor = inference.create_predictor(config)
-    handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    handle.reshape(list(x.shape))
-    handle.copy_from_cpu(x)
-    predictor.run()
-    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+    return paddle_inference(prefix, x)
 
 
 @pytest.mark.filterwarnings("ignore:no variable in your model")

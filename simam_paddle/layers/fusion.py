@@ -13,6 +13,9 @@ where it can: the SimAM would use its kernel (CPU float32/float64, dynamic graph
 inputs through a pre-hook), autocast is off, and the pool is one the kernel computes: a square
 window, equal strides, no padding, floor mode, NCHW, no mask. Anything else runs layer by layer,
 so the result never depends on whether the fused path was taken.
+
+In a static graph recorded inside ``simam.deploy_operator`` (an export), the same runs become one
+``simam_deploy`` operator (see ``simam_deploy.py``) under the same conditions.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
-from . import simam_kernel
+from . import simam_deploy, simam_kernel
 from .simam import SimAM, resolve_backend
 
 
@@ -48,6 +51,10 @@ def pool_window(pool: nn.Layer) -> tuple[int, int] | None:
     return size, stride
 
 
+# The paths that take a fusable run as one call: the kernel (dynamic graph), the deployment operator (exports).
+FUSED_BACKENDS = ("kernel", "deploy")
+
+
 def fusable_run(layers: list[nn.Layer], start: int, x: paddle.Tensor) -> tuple[int, int, int]:
     """(number of layers, pool size, pool stride) of the fusable run at ``start``; (0, 0, 0) if none.
 
@@ -58,7 +65,7 @@ def fusable_run(layers: list[nn.Layer], start: int, x: paddle.Tensor) -> tuple[i
     attn, relu = layers[start], layers[start + 1]
     if type(attn) is not SimAM or type(relu) is not nn.ReLU or _has_hooks(attn) or _has_hooks(relu):
         return 0, 0, 0
-    if x.ndim != 4 or paddle.amp.is_autocast_enabled() or resolve_backend(x, attn.backend) != "kernel":
+    if x.ndim != 4 or paddle.amp.is_autocast_enabled() or resolve_backend(x, attn.backend) not in FUSED_BACKENDS:
         return 0, 0, 0
     if start + 2 < len(layers) and not _has_hooks(layers[start + 2]):
         window = pool_window(layers[start + 2])
@@ -67,14 +74,19 @@ def fusable_run(layers: list[nn.Layer], start: int, x: paddle.Tensor) -> tuple[i
     return 2, 0, 1
 
 
+@paddle.jit.not_to_static  # plain Python while a static graph is recorded: its choices are made on known shapes
 def run_sequential(sequential: nn.Sequential, x: paddle.Tensor) -> paddle.Tensor:
-    """``sequential(x)``, with each fusable SimAM -> ReLU (-> max-pool) run as one kernel call."""
+    """``sequential(x)``, with each fusable SimAM -> ReLU (-> max-pool) run as one kernel call (one
+    ``simam_deploy`` operator in an export)."""
     layers = list(sequential.children())
     i = 0
     while i < len(layers):
         count, pool_size, pool_stride = fusable_run(layers, i, x)
-        if count:
+        if count and paddle.in_dynamic_mode():
             x = simam_kernel.simam_relu_maxpool(x, layers[i].e_lambda, pool_size, pool_stride)
+            i += count
+        elif count:
+            x = simam_deploy.simam_deploy(x, layers[i].e_lambda, True, pool_size, pool_stride)
             i += count
         else:
             x = layers[i](x)

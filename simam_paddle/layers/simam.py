@@ -29,6 +29,9 @@ Four implementations of this one formula, equal to float rounding (tests/test_si
   ``square`` and ``divide``, fall out of oneDNN and force layout reorders of the feature map around
   each SimAM (AlexNet-SimAM exported that way runs at 0.39x AlexNet's speed with oneDNN on 2 threads,
   against 0.79x with "static": BENCHMARKS.md, "Deployment").
+- ``"deploy"``: inside :func:`deploy_operator`, static graphs record SimAM as one operator,
+  ``simam_deploy`` (``simam_deploy.py``), which Paddle Inference runs in oneDNN's own memory format;
+  ``simam_paddle.export`` writes every Paddle export both ways.
 
 A SimAM followed by a ReLU (and a max-pool) in a Sequential run by ``fusion.run_sequential``, as
 AlexNet-SimAM runs its features, becomes one kernel call that keeps only x for the backward pass
@@ -42,6 +45,8 @@ the dynamic graph too, to compute exactly what an export computes.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 
 import paddle
@@ -49,7 +54,7 @@ import paddle.nn.functional as F
 from paddle import nn
 from paddle.autograd import PyLayer
 
-from . import simam_kernel
+from . import simam_deploy, simam_kernel
 
 FLOAT_DTYPES = (paddle.float16, paddle.bfloat16, paddle.float32, paddle.float64)
 # Low-precision inputs are promoted for the statistics: a sum of squares over H*W positions
@@ -58,6 +63,21 @@ _STATS_DTYPE = {paddle.float16: paddle.float32, paddle.bfloat16: paddle.float32}
 KERNEL_DTYPES = (paddle.float32, paddle.float64)
 BACKENDS = ("auto", "kernel", "paddle", "plain", "static")
 BACKEND_ENV = "SIMAM_PADDLE_BACKEND"
+_DEPLOY_OPERATOR = contextvars.ContextVar("simam_deploy_operator", default=False)
+
+
+@contextlib.contextmanager
+def deploy_operator():
+    """Within: static graphs (``paddle.jit.save``) record SimAM as the ``simam_deploy`` operator, and
+    SimAM -> ReLU (-> max-pool) in a Sequential run by ``fusion.run_sequential`` as one such operator.
+    Raises RuntimeError (or ``KernelUnavailable``) when the operator's library is unavailable."""
+    if not simam_deploy.prepare():
+        raise RuntimeError(f"the SimAM deployment operator is unavailable: {simam_deploy.status()['error']}")
+    token = _DEPLOY_OPERATOR.set(True)
+    try:
+        yield
+    finally:
+        _DEPLOY_OPERATOR.reset(token)
 
 
 def check_input(x: paddle.Tensor) -> None:
@@ -94,9 +114,9 @@ def requested_backend(backend: str = "auto") -> str:
 
 
 def resolve_backend(x: paddle.Tensor, backend: str = "auto") -> str:
-    """The implementation ``simam(x, backend=backend)`` runs: "kernel", "paddle", "plain" or "static"."""
+    """The implementation ``simam(x, backend=backend)`` runs: "kernel", "paddle", "plain", "static" or "deploy"."""
     if not paddle.in_dynamic_mode():
-        return "static"
+        return "deploy" if _DEPLOY_OPERATOR.get() else "static"
     backend = requested_backend(backend)
     if backend == "auto":
         return "kernel" if _kernel_supports(x) and simam_kernel.prepare() else "paddle"
@@ -222,6 +242,8 @@ def simam(x: paddle.Tensor, e_lambda: float = 1e-4, backend: str = "auto") -> pa
         return _SimAMFunction.apply(x, e_lambda)
     if path == "static":
         return _simam_static(x, e_lambda)
+    if path == "deploy":
+        return simam_deploy.simam_deploy(x, e_lambda)
     return _simam_plain(x, e_lambda)
 
 

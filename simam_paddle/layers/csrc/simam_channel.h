@@ -209,6 +209,30 @@ inline __attribute__((always_inline)) void block_stats(const T* x, int64_t c0, i
   }
 }
 
+// A max-pool of one channel: kernel size x size, stride, no padding, floor mode.
+struct PoolGeometry {
+  int64_t H, W, size, stride, OH, OW;  // size == 0: no pool, the output is relu(y) itself
+  int64_t outputs() const { return size ? OH * OW : H * W; }
+};
+
+// The window of output (oh, ow) in one channel's y [H, W]: the maximum, and the index of its first occurrence.
+template <typename T>
+inline void window_max(const T* y, const PoolGeometry& g, int64_t oh, int64_t ow, T* max_out, int64_t* where) {
+  const int64_t h0 = oh * g.stride, w0 = ow * g.stride;
+  T best = y[h0 * g.W + w0];
+  int64_t at = h0 * g.W + w0;
+  for (int64_t h = h0; h < h0 + g.size; ++h) {
+    for (int64_t w = w0; w < w0 + g.size; ++w) {
+      if (y[h * g.W + w] > best) {
+        best = y[h * g.W + w];
+        at = h * g.W + w;
+      }
+    }
+  }
+  *max_out = best;
+  *where = at;
+}
+
 // Threads: as many as the caller asks for (see simam_kernel.py); small tensors stay on one thread.
 // The channels go out in chunks of about kChunkValues values, one chunk at a time to whichever
 // thread is free: on a shared machine a descheduled thread then holds up one chunk, where an even

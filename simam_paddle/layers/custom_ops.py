@@ -1,0 +1,228 @@
+"""Custom C++ operators of this package: built on first use, cached per user, loaded once per process.
+
+Three libraries are built this way: SimAM's fused CPU kernel (``simam_kernel.py``), the SimAM
+operator of exported models (``simam_deploy.py``) and the oneDNN convolutions
+(``simam_paddle.fastconv``). Each is an :class:`OperatorLibrary`: compiled with
+``paddle.utils.cpp_extension.load`` into a per-user cache directory, ``$SIMAM_PADDLE_CACHE_DIR`` or
+``~/.cache/simam_paddle`` (``$XDG_CACHE_HOME`` is honoured), under a name that changes with the
+sources and their folder, the flags, the Paddle installation and Python; the first build takes
+10-60 s, later processes load it in about a second. Builds of one directory are serialised across
+processes.
+
+Each library is an optimisation, not a requirement: when the compiler is missing or the build
+fails, ``prepare()`` returns False and logs one warning, and the caller takes its pure-Paddle path;
+``status()`` says which, with the error. ``SIMAM_PADDLE_REQUIRE_KERNEL=1`` makes an unavailable
+library an error instead (CI sets it, so an operator that stops building fails the tests rather than
+skipping them). Ctrl-C during a build interrupts it; the next call tries again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import platform
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import paddle
+
+logger = logging.getLogger(__name__)
+
+
+def cache_root() -> Path:
+    """``$SIMAM_PADDLE_CACHE_DIR``, else ``$XDG_CACHE_HOME/simam_paddle`` or ``~/.cache/simam_paddle``."""
+    root = os.environ.get("SIMAM_PADDLE_CACHE_DIR")
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "simam_paddle"
+    return Path(root)
+
+
+def operator_cache_dir(prefix: str, files: tuple[Path, ...], flags: list[str]) -> Path:
+    """The cache folder of one build of custom operators: one per content and place of ``files``, the
+    ``flags``, the Paddle installation and Python."""
+    signature = "\n".join(
+        [
+            *(hashlib.sha256(path.read_bytes()).hexdigest() for path in files),
+            # Paddle rebuilds a cached library whose sources it finds at another path,
+            # or that another Paddle installation built
+            *(str(path.parent) for path in files[:1]),
+            str(Path(paddle.__file__).parent),
+            " ".join(flags),
+            paddle.__version__,
+            sys.version,
+            platform.machine(),
+        ]
+    )
+    return cache_root() / f"{prefix}-{hashlib.sha256(signature.encode()).hexdigest()[:16]}"
+
+
+@contextlib.contextmanager
+def _build_lock(directory: Path):
+    """Serialise builds of one cache directory across processes (tests, data-loader workers)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, concurrent first builds may repeat work
+        yield
+        return
+    with open(directory / ".lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def build_operators(directory: Path, name: str, sources: tuple[Path, ...], ops: tuple[str, ...], cxx_flags: list[str],
+                    ld_flags: list[str], include_paths: tuple[Path, ...] = (), what: str = "") -> ModuleType:
+    """Compile (or find in ``directory``) and load the custom operators ``ops`` built from ``sources``;
+    raises RuntimeError with the build's output on any failure. Builds of one folder are serialised."""
+    from paddle.utils.cpp_extension import load
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with _build_lock(directory):
+        if not (directory / name / f"{name}.so").exists():
+            logger.info("%s: building in %s (first use, up to a minute)", what or name, directory)
+        output = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(output):
+                module = load(
+                    name=name,
+                    sources=[str(path) for path in sources],
+                    extra_cxx_cflags=list(cxx_flags),
+                    extra_ldflags=list(ld_flags),
+                    extra_include_paths=[str(path) for path in include_paths],
+                    build_directory=str(directory),
+                )
+        except (Exception, SystemExit) as exc:  # SystemExit from a failed setup.py build included
+            raise RuntimeError(f"{type(exc).__name__}: {exc}\n{output.getvalue()}") from exc
+    missing = [op for op in ops if not hasattr(module, op)]
+    if missing:
+        raise RuntimeError(f"the built library in {directory} lacks the operators {', '.join(missing)}")
+    return module
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# A SimAM tensor is a few MB; past a handful of threads it is bound by memory bandwidth and by the
+# cost of waking the threads, while idle OpenMP threads spin for a while after each call, in the way
+# of data-loader workers. So the default stops at 8.
+MAX_DEFAULT_THREADS = 8
+
+
+def default_threads() -> int:
+    """The available cores shared out among the local processes of a distributed launch, 1 to 8."""
+    try:
+        local_processes = max(int(os.environ.get("PADDLE_LOCAL_SIZE", "1")), 1)
+    except ValueError:
+        local_processes = 1
+    return min(max(available_cores() // local_processes, 1), MAX_DEFAULT_THREADS)
+
+
+def threads_from_env(variable: str, what: str) -> int:
+    """The positive integer in ``$variable``, else :func:`default_threads`; anything else is a ValueError
+    naming the variable."""
+    value = os.environ.get(variable)
+    if value is None or not value.strip():
+        return default_threads()
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"{variable} must be a positive integer (threads of {what}), got {value!r}; "
+                         "unset it to use the available cores")
+    return threads
+
+
+REQUIRE_ENV = "SIMAM_PADDLE_REQUIRE_KERNEL"
+
+
+class KernelUnavailable(RuntimeError):
+    """A library of operators could not be built or loaded while ``$SIMAM_PADDLE_REQUIRE_KERNEL`` asks for it."""
+
+
+def required() -> bool:
+    return os.environ.get(REQUIRE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+class OperatorLibrary:
+    """One library of custom operators and what this process knows of it.
+
+    ``name`` names its cache directory and module; ``what`` names it in messages ("SimAM's fused CPU
+    kernel"); ``fallback`` says what runs instead ("using the pure-Paddle path"). ``check``, when
+    given, runs before the build and returns a version string or raises, saying why the library
+    cannot work here. ``threads_env`` is the variable that sets the threads its operators run on
+    (default: :func:`default_threads`); ``ld_flags`` may be a callable, evaluated at build time.
+    """
+
+    def __init__(self, name: str, sources: tuple[Path, ...], headers: tuple[Path, ...], ops: tuple[str, ...],
+                 what: str, fallback: str, cxx_flags: list[str], ld_flags: list[str] | Callable[[], list[str]],
+                 include_paths: tuple[Path, ...] = (), threads_env: str | None = None,
+                 check: Callable[[], str] | None = None):
+        self.name, self.sources, self.headers, self.ops = name, sources, headers, ops
+        self.what, self.fallback, self.cxx_flags, self._ld_flags = what, fallback, cxx_flags, ld_flags
+        self.include_paths, self.threads_env, self.check = include_paths, threads_env, check
+        self.lock = threading.Lock()
+        self.tried = False
+        self.module: ModuleType | None = None
+        self.error: str | None = None
+        self.version: str | None = None
+        self.num_threads = 1
+
+    def fresh(self) -> OperatorLibrary:
+        """The same library as a process that has not prepared it yet sees it (for tests)."""
+        return OperatorLibrary(self.name, self.sources, self.headers, self.ops, self.what, self.fallback,
+                               self.cxx_flags, self._ld_flags, self.include_paths, self.threads_env, self.check)
+
+    def ld_flags(self) -> list[str]:
+        return list(self._ld_flags() if callable(self._ld_flags) else self._ld_flags)
+
+    def cache_dir(self) -> Path:
+        return operator_cache_dir(self.name, self.sources + self.headers, self.cxx_flags + self.ld_flags())
+
+    def build_and_load(self) -> ModuleType:
+        """Compile (or find in the cache) and load the operators; raises on any failure."""
+        return build_operators(self.cache_dir(), f"simam_paddle_{self.name}", self.sources, self.ops,
+                               self.cxx_flags, self.ld_flags(), self.include_paths, self.what)
+
+    def prepare(self) -> bool:
+        """Check, build or load the library once per process; True when its operators can be used.
+
+        Unavailable: False (logged once), or ``KernelUnavailable`` when ``$SIMAM_PADDLE_REQUIRE_KERNEL``
+        is set. An invalid thread count in ``threads_env`` is a ValueError naming the variable.
+        """
+        with self.lock:
+            if not self.tried:
+                if self.threads_env:
+                    self.num_threads = threads_from_env(self.threads_env, self.what)
+                try:
+                    if self.check is not None:
+                        self.version = self.check()
+                    self.module = self.build_and_load()
+                except Exception as exc:
+                    self.error = str(exc).strip() or type(exc).__name__
+                    logger.warning("%s is unavailable, %s (%s)", self.what, self.fallback,
+                                   self.error.splitlines()[0])
+                    logger.debug("%s: build output:\n%s", self.what, self.error)
+                self.tried = True  # not reached on Ctrl-C: the next call tries again
+        if self.module is None and required():
+            raise KernelUnavailable(f"{REQUIRE_ENV} is set, but {self.what} is unavailable: {self.error}")
+        return self.module is not None
+
+    def loaded(self) -> ModuleType:
+        """The operators' module, built or loaded now if need be; raises when the library is unavailable."""
+        if self.module is None and not self.prepare():
+            raise RuntimeError(f"{self.what} is unavailable: {self.error}")
+        return self.module
