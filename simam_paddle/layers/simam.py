@@ -23,12 +23,13 @@ Four implementations of this one formula, equal to float rounding (tests/test_si
 - ``"static"``: the formula in operations that deployment engines run in their own fast layouts:
   the two per-channel means (of x, then of the squared deviations: the variance stays two-pass) are
   global average pools, and the rest is element-wise. Static graphs (``paddle.jit.to_static``,
-  ``paddle.jit.save``, hence every export) always use it, whatever the backend asked for: paddle2onnx
+  ``paddle.jit.save``, hence every ONNX export and every ``model.json``) use it outside
+  :func:`deploy_operator`, whatever the backend asked for: paddle2onnx
   converts it (it aborts on PyLayer and on custom operators), and Paddle Inference's oneDNN keeps
-  its every operation on a feature map in oneDNN's blocked layout, where a mean over H and W, or
+  its every operation on a feature map in oneDNN's own memory format, where a mean over H and W, or
   ``square`` and ``divide``, fall out of oneDNN and force layout reorders of the feature map around
-  each SimAM (AlexNet-SimAM exported that way runs at 0.39x AlexNet's speed with oneDNN on 2 threads,
-  against 0.79x with "static": BENCHMARKS.md, "Deployment").
+  each SimAM (AlexNet-SimAM exported that way ran at 0.39x AlexNet's speed with oneDNN on 2 threads,
+  against 0.79x with "static": BENCHMARKS.md, "Deployment", ``run_3`` and ``run_4``).
 - ``"deploy"``: inside :func:`deploy_operator`, static graphs record SimAM as one operator,
   ``simam_deploy`` (``simam_deploy.py``), which Paddle Inference runs in oneDNN's own memory format;
   ``simam_paddle.export`` writes every Paddle export both ways.

@@ -22,8 +22,8 @@ The library is built as every operator library of this package is (``custom_ops.
 against Paddle's oneDNN (it reads and writes oneDNN memory descriptors: ``onednn.py``) and against
 the OpenMP runtime Paddle's oneDNN runs on: Intel's ``libiomp5.so`` where Paddle ships it (its x86
 wheels), else GCC's. With a runtime of its own, the idle threads of the two runtimes spin against
-each other on the same cores (measured: AlexNet-SimAM at 0.65x AlexNet's speed, against 0.95x). Its
-threads are those of the engine (Paddle Inference's CPU math threads).
+each other on the same cores and slow the convolutions too. Its threads are those of the engine
+(Paddle Inference's CPU math threads).
 """
 
 from __future__ import annotations

@@ -5,13 +5,14 @@
 //   out = relu(simam(x))               pool_size == 0 (and without relu: simam(x))
 //
 // With oneDNN on, Paddle Inference keeps a convolution's output in the memory format oneDNN chose
-// for it (a tensor of layout ONEDNN with a oneDNN memory descriptor: channels-last "nhwc" on AVX2
-// machines, channel-blocked "nChw8c"/"nChw16c" on others) and hands that buffer, as it is, to a
-// custom operator. This operator reads the descriptor and works in that format: it computes SimAM
-// on the buffer as laid out and gives its output the input's descriptor, so the next oneDNN
-// operator takes it without a reorder. Plain NCHW tensors (oneDNN off, the dynamic graph) are
-// computed channel by channel. Any other format (blocked, padded, unusual strides) is first
-// reordered by oneDNN to dense nhwc, and the output is nhwc.
+// for it (a tensor of layout ONEDNN with a oneDNN memory descriptor: channels-last "nhwc" on the
+// AVX2 machine this was written on; NCHW after some operators; channel-blocked formats such as
+// "nChw8c" are possible elsewhere) and hands that buffer, as it is, to a custom operator. This
+// operator reads the descriptor and works in that format: dense channels-last and dense NCHW are
+// computed where they lie, and the output is declared dense in the same format, so the next oneDNN
+// operator takes it without a reorder. Any other format (blocked, padded, unusual strides) is first
+// reordered by oneDNN to dense nhwc, and the output is nhwc. Tensors of Paddle's own layout
+// (oneDNN off, the dynamic graph) are NCHW.
 //
 // The per-channel arithmetic is the training kernel's (simam_channel.h): sums shifted by the first
 // value (in channels-last runs, float sums over 16 positions added up in double), k = 1 / (4 (var +
