@@ -4,6 +4,7 @@ Inference hands it, exports that hold it, and the fallback to standard operators
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -65,9 +66,9 @@ def test_a_channel_with_an_inf_is_nan_and_the_others_are_not():
 class ConvThen(paddle.nn.Layer):
     """A convolution (its output in the memory format oneDNN picks), an optional layout change, then the operator."""
 
-    def __init__(self, channels: int, relu: bool, pool: int, stride: int, change: str = ""):
+    def __init__(self, channels: int, relu: bool, pool: int, stride: int, change: str = "", inputs: int = 3):
         super().__init__()
-        self.conv = paddle.nn.Conv2D(3, channels, 3, padding=1)
+        self.conv = paddle.nn.Conv2D(inputs, channels, 3, padding=1)
         self.relu, self.pool, self.stride, self.change = relu, pool, stride, change
 
     def features(self, x):
@@ -86,22 +87,69 @@ def run_inference(model: paddle.nn.Layer, x: np.ndarray, folder, onednn: bool, t
     return paddle_inference(folder / "model", x, onednn, threads)
 
 
-@pytest.mark.parametrize("relu, pool, stride", VARIANTS[1:4])
-@pytest.mark.parametrize("onednn, change", [(True, ""), (True, "transpose"), (False, "")])
-@pytest.mark.parametrize("channels", [8, 48, 130])
-def test_the_formula_through_paddle_inference(tmp_path, channels, relu, pool, stride, onednn, change):
-    """oneDNN on: the convolution's output comes in oneDNN's format (channels-last here; NCHW after a
-    transpose); its result goes on to the engine's output in the format the operator declares."""
+class ConvPath(ConvThen):
+    """The same features, and the path simam_deploy would take for them (simam_deploy.PATHS)."""
+
+    def forward(self, x):
+        return simam_deploy.simam_deploy_path(self.features(x))
+
+
+def check_through_inference(tmp_path, channels, relu, pool, stride, onednn, change, inputs=3) -> int:
+    """The operator through Paddle Inference against the formula on the same features, the output of a
+    convolution of ``inputs`` channels; returns the index in simam_deploy.PATHS of the memory format
+    the engine handed it."""
     paddle.seed(channels)
-    model = ConvThen(channels, relu, pool, stride, change)
+    model = ConvThen(channels, relu, pool, stride, change, inputs)
     model.eval()
-    x = np.random.default_rng(channels).standard_normal((5, 3, 11, 13)).astype("float32")
+    x = np.random.default_rng(channels).standard_normal((5, inputs, 11, 13)).astype("float32")
     with paddle.no_grad():
         features = model.features(paddle.to_tensor(x)).numpy()
-    got = run_inference(model, x, tmp_path, onednn)
+    (tmp_path / "op").mkdir()
+    got = run_inference(model, x, tmp_path / "op", onednn)
     want = expected(features, relu, pool, stride)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    path = ConvPath(channels, relu, pool, stride, change, inputs)
+    path.set_state_dict(model.state_dict())
+    path.eval()
+    (tmp_path / "path").mkdir()
+    return int(run_inference(path, x, tmp_path / "path", onednn)[0])
+
+
+@pytest.mark.parametrize("relu, pool, stride", VARIANTS[1:4])
+@pytest.mark.parametrize("onednn, change, paths", [(True, "", (2, 3)), (True, "transpose", (1,)), (False, "", (0,))])
+@pytest.mark.parametrize("channels", [8, 48, 130])
+def test_the_formula_through_paddle_inference(tmp_path, channels, relu, pool, stride, onednn, change, paths):
+    """oneDNN on: the convolution's output comes in the format oneDNN picks for it on this CPU
+    (channels-last or a blocked one), NCHW after a transpose; oneDNN off: Paddle's NCHW. The result
+    goes on to the engine's output in the format the operator declares."""
+    assert check_through_inference(tmp_path, channels, relu, pool, stride, onednn, change) in paths
+
+
+BLOCKED_SCRIPT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import test_simam_deploy as t
+print("path", t.check_through_inference(Path(sys.argv[2]), int(sys.argv[3]), True, 3, 2, True, "", inputs=16))
+"""
+
+
+@pytest.mark.parametrize("channels", [16, 130])
+def test_a_blocked_format_is_reordered_first(tmp_path, channels):
+    """oneDNN limited to AVX (ONEDNN_MAX_CPU_ISA, read when oneDNN starts: a process of its own) picks a
+    channel-blocked format (nChw8c) for the output of a convolution of 16 channels: the operator's
+    reorder path."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX"}
+    tests = Path(__file__).resolve().parent
+    result = subprocess.run([sys.executable, "-c", BLOCKED_SCRIPT, str(tests), str(tmp_path), str(channels)],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-2:] == ["path", "3"], result.stdout
 
 
 def test_one_thread_and_two_give_the_same_numbers(tmp_path):

@@ -7,7 +7,8 @@ where the plain model has none (its ReLU is fused into the convolution). ``simam
 ``simam(x)`` in one call, in the memory format oneDNN chose for x (channels-last or NCHW; others
 are reordered first), and hands its output on in a format oneDNN reads without a reorder. With the
 pool fused it writes only the pooled map, so it costs what the max-pool it replaces costs plus
-SimAM's arithmetic.
+SimAM's arithmetic. ``simam_deploy_path`` says which memory format it finds at a point of a program
+(a diagnostic; ``PATHS``).
 
 Within :func:`simam.deploy_operator` (``simam_paddle.export`` uses it), static graphs record SimAM
 as this operator, and ``fusion.run_sequential`` records SimAM -> ReLU (-> max-pool) as one.
@@ -48,7 +49,7 @@ def ld_flags() -> list[str]:
 
 
 LIBRARY = OperatorLibrary(
-    "deploy", SOURCES, HEADERS, ("simam_deploy",), what="the SimAM deployment operator",
+    "deploy", SOURCES, HEADERS, ("simam_deploy", "simam_deploy_path"), what="the SimAM deployment operator",
     fallback="exports hold SimAM in standard operators only", cxx_flags=CXX_FLAGS, ld_flags=ld_flags,
     include_paths=onednn.INCLUDE_PATHS, check=onednn.check_library,
 )
@@ -71,6 +72,20 @@ def library_file() -> Path:
     return LIBRARY.cache_dir() / name / f"{name}.so"
 
 
+# What simam_deploy_path returns: the memory format simam_deploy finds x in, and so the path it takes.
+PATHS = ("paddle NCHW", "oneDNN NCHW", "oneDNN channels-last", "oneDNN other format (reordered to nhwc)")
+
+
+# not_to_static: called while a static graph is recorded, these run as plain Python (a first call may
+# build the library, which dy2static must not rewrite)
+@paddle.jit.not_to_static
+def simam_deploy_path(x: paddle.Tensor) -> paddle.Tensor:
+    """An int32 [1] tensor, the index in ``PATHS`` of the memory format ``simam_deploy`` would find x in
+    at this point of a program (a diagnostic: which format an engine hands SimAM there)."""
+    return LIBRARY.loaded().simam_deploy_path(x)
+
+
+@paddle.jit.not_to_static
 def simam_deploy(x: paddle.Tensor, e_lambda: float, relu: bool = False, pool_size: int = 0,
                  pool_stride: int = 1) -> paddle.Tensor:
     """max_pool(relu(simam(x))) with a pool_size x pool_size window (no padding, floor mode), or

@@ -340,3 +340,29 @@ PD_BUILD_OP(simam_deploy)
     .SetKernelFn(PD_KERNEL(SimamDeployForward))
     .SetInferShapeFn(PD_INFER_SHAPE(SimamDeployInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(SimamDeployInferDtype));
+
+// Which path simam_deploy takes for x, as an int32 [1] tensor: 0 Paddle's own layout (NCHW), then,
+// for oneDNN tensors, 1 dense NCHW, 2 dense channels-last, 3 another format (reordered to nhwc
+// first). A diagnostic: what memory format an engine hands SimAM at this point of a model.
+std::vector<paddle::Tensor> SimamDeployPathForward(const paddle::Tensor& x) {
+  simam::check_cpu_4d(x, "simam_deploy_path");
+  auto path = paddle::empty({1}, paddle::DataType::INT32, x.place());
+  auto* xd = static_cast<phi::DenseTensor*>(x.impl().get());
+  int code = 0;
+  if (xd->layout() == phi::DataLayout::ONEDNN) {
+    code = 1 + static_cast<int>(format_of(xd->mem_desc(), x.shape()));
+  }
+  path.data<int32_t>()[0] = code;
+  return {path};
+}
+
+std::vector<std::vector<int64_t>> SimamDeployPathInferShape(const std::vector<int64_t>&) { return {{1}}; }
+
+std::vector<paddle::DataType> SimamDeployPathInferDtype(const paddle::DataType&) { return {paddle::DataType::INT32}; }
+
+PD_BUILD_OP(simam_deploy_path)
+    .Inputs({"X"})
+    .Outputs({"Path"})
+    .SetKernelFn(PD_KERNEL(SimamDeployPathForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(SimamDeployPathInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(SimamDeployPathInferDtype));
