@@ -1,7 +1,7 @@
 """The SimAM operator of exported models: SimAM (+ ReLU, + max-pool) as one Paddle Inference operator.
 
 Written in standard Paddle operators (``simam.py``, the "static" formulation), an exported SimAM is
-six operations over the feature map; Paddle Inference runs them in oneDNN, each a pass over memory,
+seven operations over the feature map; Paddle Inference runs them in oneDNN, each a pass over memory,
 where the plain model has none (its ReLU is fused into the convolution). ``simam_deploy``
 (``csrc/simam_deploy_op.cc``) computes ``max_pool(relu(simam(x)))``, ``relu(simam(x))`` or
 ``simam(x)`` in one call, in the memory format oneDNN chose for x (channels-last or NCHW; others
