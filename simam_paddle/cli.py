@@ -88,7 +88,7 @@ def add_overrides(p: argparse.ArgumentParser, what: str = "a config value") -> N
 
 def run(main: Callable[[], int | None]) -> int:
     """Call a tool's ``main`` and turn its failures into one message and the convention's exit code."""
-    from .layers.simam_kernel import KernelUnavailable
+    from .layers.custom_ops import KernelUnavailable
 
     try:
         return main() or EXIT_OK

@@ -16,7 +16,7 @@ from paddle import nn
 
 from simam_paddle import build_model, fastconv
 from simam_paddle.fastconv import Conv2D, applies, kernel
-from simam_paddle.layers import onednn, simam_kernel
+from simam_paddle.layers import custom_ops, onednn
 from simam_paddle.models.alexnet import CONVS
 
 RTOL = {"float32": 1e-5, "float64": 1e-10}
@@ -177,14 +177,14 @@ def test_second_order_gradients_are_refused_not_wrong():
 def test_a_failed_build_falls_back_and_says_why(monkeypatch):
     monkeypatch.setattr(kernel.LIBRARY, "module", None)
     monkeypatch.setattr(kernel.LIBRARY, "error", "RuntimeError: no compiler")
-    monkeypatch.delenv(simam_kernel.REQUIRE_ENV, raising=False)
+    monkeypatch.delenv(custom_ops.REQUIRE_ENV, raising=False)
     fast, ref = pair(3, 4, 3, padding=1)
     x = paddle.randn([2, 3, 6, 6])
     assert not applies(x, fast)
     np.testing.assert_array_equal(fast(x).numpy(), ref(x).numpy())
     assert fastconv.implementation(fast) == {"implementation": "paddle", "error": "RuntimeError: no compiler"}
-    monkeypatch.setenv(simam_kernel.REQUIRE_ENV, "1")
-    with pytest.raises(simam_kernel.KernelUnavailable, match="no compiler"):
+    monkeypatch.setenv(custom_ops.REQUIRE_ENV, "1")
+    with pytest.raises(custom_ops.KernelUnavailable, match="no compiler"):
         kernel.prepare()
 
 

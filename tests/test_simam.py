@@ -309,17 +309,17 @@ def broken_kernel(monkeypatch):
 
 
 def test_a_required_kernel_that_cannot_be_built_is_an_error(broken_kernel, monkeypatch):
-    monkeypatch.setenv(simam_kernel.REQUIRE_ENV, "1")
-    with pytest.raises(simam_kernel.KernelUnavailable, match="SIMAM_PADDLE_REQUIRE_KERNEL.*simulated"):
+    monkeypatch.setenv(custom_ops.REQUIRE_ENV, "1")
+    with pytest.raises(custom_ops.KernelUnavailable, match="SIMAM_PADDLE_REQUIRE_KERNEL.*simulated"):
         simam_kernel.prepare()
-    with pytest.raises(simam_kernel.KernelUnavailable):
+    with pytest.raises(custom_ops.KernelUnavailable):
         SimAM(3)
     assert simam_kernel.status() == {"kernel": False, "threads": simam_kernel.status()["threads"],
                                       "error": "no C++ compiler found (simulated)"}
 
 
 def test_ctrl_c_during_the_build_interrupts_and_the_next_call_builds(monkeypatch):
-    monkeypatch.delenv(simam_kernel.REQUIRE_ENV, raising=False)
+    monkeypatch.delenv(custom_ops.REQUIRE_ENV, raising=False)
     monkeypatch.setattr(simam_kernel, "LIBRARY", simam_kernel.LIBRARY.fresh())
     calls = []
 

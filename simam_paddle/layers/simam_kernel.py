@@ -28,13 +28,7 @@ from pathlib import Path
 
 import paddle
 
-from .custom_ops import (  # noqa: F401  (KernelUnavailable, REQUIRE_ENV, available_cores: part of this module's API)
-    REQUIRE_ENV,
-    KernelUnavailable,
-    OperatorLibrary,
-    available_cores,
-    threads_from_env,
-)
+from .custom_ops import OperatorLibrary
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 # The operators (compiled into one library) and the header they share.
