@@ -233,6 +233,31 @@ inline void window_max(const T* y, const PoolGeometry& g, int64_t oh, int64_t ow
   *where = at;
 }
 
+// The output of one finite channel from its statistics: y = x * sigmoid(e) over len values, then
+// max(y, 0) with relu, then the max-pool when geo has one. Without a pool y is written to oc; with
+// one, y goes to `y` (len values of scratch) and only the pooled values to oc.
+template <typename T>
+inline __attribute__((always_inline)) void channel_output(const T* xc, T* oc, T mu, T k, int64_t len,
+                                                          const PoolGeometry& geo, bool relu, T* y) {
+  if (!geo.size) {
+    channel_forward(xc, oc, mu, k, len);
+    if (relu) {
+#pragma omp simd
+      for (int64_t i = 0; i < len; ++i) oc[i] = oc[i] > 0 ? oc[i] : static_cast<T>(0);
+    }
+    return;
+  }
+  channel_forward(xc, y, mu, k, len);
+  for (int64_t oh = 0; oh < geo.OH; ++oh) {
+    for (int64_t ow = 0; ow < geo.OW; ++ow) {
+      T best;
+      int64_t where;
+      window_max(y, geo, oh, ow, &best, &where);
+      oc[oh * geo.OW + ow] = relu && !(best > 0) ? static_cast<T>(0) : best;  // max over the window of relu(y)
+    }
+  }
+}
+
 // Threads: as many as the caller asks for (see simam_kernel.py); small tensors stay on one thread.
 // The channels go out in chunks of about kChunkValues values, one chunk at a time to whichever
 // thread is free: on a shared machine a descheduled thread then holds up one chunk, where an even

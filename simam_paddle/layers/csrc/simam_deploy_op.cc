@@ -153,19 +153,8 @@ inline __attribute__((always_inline)) void planes_forward_impl(const T* x, T* ou
     const auto stats = simam::channel_stats(xc, size, lambda);
     if (!stats.finite) {
       std::fill(oc, oc + P, stats.mu);  // NaN
-      continue;
-    }
-    T* y = geo.size ? scratch : oc;
-    simam::channel_forward(xc, y, stats.mu, stats.k, N);
-    if (relu) {
-#pragma omp simd
-      for (int64_t i = 0; i < N; ++i) y[i] = y[i] < static_cast<T>(0) ? static_cast<T>(0) : y[i];
-    }
-    for (int64_t oh = 0; oh < (geo.size ? geo.OH : 0); ++oh) {
-      for (int64_t ow = 0; ow < geo.OW; ++ow) {
-        int64_t where;
-        simam::window_max(y, geo, oh, ow, &oc[oh * geo.OW + ow], &where);
-      }
+    } else {
+      simam::channel_output(xc, oc, stats.mu, stats.k, N, geo, relu, scratch);
     }
   }
 }

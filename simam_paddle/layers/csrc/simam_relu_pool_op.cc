@@ -30,23 +30,10 @@ inline __attribute__((always_inline)) void forward_range_impl(const T* x, T* out
     simam::block_stats(x, c0, c1, size, lambda, mean, k, finite);
     for (int64_t c = c0; c < c1; ++c) {
       T* oc = out + c * P;
-      const int64_t len = size.spill_fits(c, end) ? size.spilled : N;
       if (!finite[c - c0]) {
         std::fill(oc, oc + P, mean[c]);  // NaN
-      } else if (!geo.size) {  // relu(y), written in place
-        simam::channel_forward(x + c * N, oc, mean[c], k[c], len);
-#pragma omp simd
-        for (int64_t i = 0; i < len; ++i) oc[i] = oc[i] > 0 ? oc[i] : static_cast<T>(0);
       } else {
-        simam::channel_forward(x + c * N, y, mean[c], k[c], len);
-        for (int64_t oh = 0; oh < geo.OH; ++oh) {
-          for (int64_t ow = 0; ow < geo.OW; ++ow) {
-            T best;
-            int64_t where;
-            window_max(y, geo, oh, ow, &best, &where);
-            oc[oh * geo.OW + ow] = best > 0 ? best : static_cast<T>(0);
-          }
-        }
+        simam::channel_output(x + c * N, oc, mean[c], k[c], size.spill_fits(c, end) ? size.spilled : N, geo, true, y);
       }
     }
   }
