@@ -226,12 +226,18 @@ def test_an_export_with_the_operator_falls_back_where_the_library_is_missing(tmp
         export_module.paddle_runner(folder, program="simam_op")
 
 
-def test_static_graphs_outside_the_context_keep_standard_operators():
-    layer = SimAM()
-    program = paddle.jit.to_static(layer, input_spec=[paddle.static.InputSpec([None, 4, 5, 5], "float32")],
-                                   full_graph=True)
-    x = paddle.randn([2, 4, 5, 5])
-    np.testing.assert_allclose(program(x).numpy(), reference_simam(x.numpy(), 1e-4), rtol=1e-5)
+def test_only_static_graphs_inside_the_context_record_the_operator(tmp_path):
+    spec = [paddle.static.InputSpec([None, 4, 5, 5], "float32")]
+    paddle.jit.save(SimAM(), str(tmp_path / "standard"), input_spec=spec)
+    with deploy_operator():
+        paddle.jit.save(SimAM(), str(tmp_path / "fused"), input_spec=spec)
+    standard, fused = ops_of(tmp_path / "standard.json"), ops_of(tmp_path / "fused.json")
+    assert "simam_deploy" not in standard and "sigmoid" in standard
+    assert fused.count("simam_deploy") == 1 and "sigmoid" not in fused
+    x = np.random.default_rng(0).standard_normal((2, 4, 5, 5)).astype("float32")
+    for name in ("standard", "fused"):
+        np.testing.assert_allclose(paddle_inference(tmp_path / name, x), reference_simam(x, 1e-4), rtol=1e-5,
+                                   err_msg=name)
 
 
 def test_every_openmp_entry_point_the_library_uses_is_in_the_runtime_it_links():
