@@ -66,8 +66,8 @@ from .data.transforms import MEAN, STD
 from .errors import ExportError
 from .io import atomic_write_json, remove_temp_files
 from .layers import simam_deploy
-from .layers.custom_ops import available_cores
 from .layers.simam import SimAM, deploy_operator
+from .layers.threads import available_cores
 from .run_dir import EXPORT, WEIGHTS, load_run_model, run_classes
 
 FORMATS = ("paddle", "onnx")
