@@ -24,7 +24,7 @@ import paddle
 
 from .distributed import all_reduce_sum
 from .losses import label_smoothing_cross_entropy
-from .timing import interleaved_medians
+from .timing import measure
 
 
 @paddle.no_grad()
@@ -58,7 +58,8 @@ def model_throughput(models: dict[str, paddle.nn.Layer], batch_size: int = 128, 
     for model in models.values():
         model.eval()
     # .numpy() waits for the result
-    seconds = interleaved_medians({name: lambda m=m: m(x).numpy() for name, m in models.items()}, batches, warmup)
+    seconds = measure({name: lambda m=m: m(x).numpy() for name, m in models.items()}, batches, warmup,
+                      quiet_wait=0).seconds
     return {name: batch_size / s for name, s in seconds.items()}
 
 
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             model = lambda images: paddle.to_tensor(run(images.numpy()))  # noqa: E731
             size = meta["input"]["shape"][-1]
             x = paddle.randn([config["data"]["batch_size"], 3, size, size]).numpy()
-            seconds = interleaved_medians({"model": lambda: run(x)}, args.batches, 2)["model"]
+            seconds = measure({"model": lambda: run(x)}, args.batches, 2, quiet_wait=0).seconds["model"]
             model_ips = config["data"]["batch_size"] / seconds
         else:
             model, config = load_run_model(args.model, args.weights)
