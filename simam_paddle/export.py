@@ -231,7 +231,7 @@ def paddle_runner(folder: Path, onednn: bool | None = True, threads: int | None 
                   default_config: bool = False, program: str = "auto") -> Runner:
     """Run a Paddle export through paddle.inference on the CPU: float32 [N, 3, S, S] -> logits.
 
-    ``onednn``: oneDNN on (the default: AlexNet runs about 4x faster with it) or off; ``threads``: the
+    ``onednn``: oneDNN on (the default, the faster: BENCHMARKS.md, "Deployment") or off; ``threads``: the
     CPU math threads (default: the cores available). ``default_config=True`` changes neither and runs
     ``paddle.inference.Config`` as it comes (oneDNN on, 1 thread in Paddle 3.3), for comparisons.
     ``program``: which of the export's programs runs (see :func:`choose_program`).

@@ -6,7 +6,7 @@ Paddle's own oneDNN and compiled against the headers in ``simam_paddle/layers/cs
 the check that they fit (``simam_paddle.layers.onednn``).
 
 Built and cached as every operator library of this package is (``simam_paddle.layers.custom_ops``);
-the first build takes 30-60 s. A failed build or check returns False from :func:`prepare` with one
+the first build takes up to a minute. A failed build or check returns False from :func:`prepare` with one
 warning, and the convolutions stay Paddle's own; ``$SIMAM_PADDLE_REQUIRE_KERNEL=1`` makes it an
 error instead (CI sets it).
 

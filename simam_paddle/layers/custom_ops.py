@@ -6,7 +6,7 @@ operator of exported models (``simam_deploy.py``) and the oneDNN convolutions
 ``paddle.utils.cpp_extension.load`` into a per-user cache directory, ``$SIMAM_PADDLE_CACHE_DIR`` or
 ``~/.cache/simam_paddle`` (``$XDG_CACHE_HOME`` is honoured), under a name that changes with the
 sources and their folder, the flags, the Paddle installation and Python; the first build takes
-10-60 s, later processes load it in about a second. Builds of one directory are serialised across
+up to a minute, later processes load it from the cache. Builds of one directory are serialised across
 processes.
 
 Each library is an optimisation, not a requirement: when the compiler is missing or the build

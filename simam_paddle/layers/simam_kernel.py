@@ -5,7 +5,7 @@ into one library with ``paddle.utils.cpp_extension.load``: ``simam_fused`` (``cs
 SimAM itself, and ``simam_relu_maxpool`` (``csrc/simam_relu_pool_op.cc``), SimAM, ReLU and an
 optional max-pool as one call (see ``fusion.py``); ``csrc/simam_channel.h`` holds the per-channel
 arithmetic both share. Built and cached as every operator library of this package is
-(``custom_ops.py``); the first build takes 10-30 s.
+(``custom_ops.py``).
 
 Threads: those of Paddle's own CPU operators and oneDNN, on the same OpenMP runtime (``threads.py``:
 ``$SIMAM_PADDLE_NUM_THREADS``, else the available cores, at most 8; set by :func:`prepare`). The

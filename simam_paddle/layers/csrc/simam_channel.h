@@ -93,7 +93,7 @@ inline __attribute__((always_inline)) double sum_double(const T* x, int64_t N) {
 // a multiple of 8. The element-wise loops of a channel run over `spilled` values when the
 // channels after it in the same thread's range hold the spill (they overwrite it later): a whole
 // number of 8-wide vectors leaves no scalar remainder, which on 7x7 maps costs more than the
-// spill (rounding to 16, a whole number of AVX-512 vectors, measured about 5% slower there).
+// spill (rounding to 16, a whole number of AVX-512 vectors, was slower there).
 struct ChannelSize {
   explicit ChannelSize(int64_t positions)
       : N(positions),
@@ -194,8 +194,8 @@ inline size_t backward_scratch_size(const ChannelSize& size) { return 4 * static
 // The forward takes channels in blocks of kChannelBlock: first the statistics of the block, then
 // its element-wise loops. The statistics are a chain of dependent additions ending in a division;
 // channel after channel, each element-wise loop would wait for its own chain, while the chains of
-// a block are independent and overlap in the CPU (about 8% faster on 7x7 maps, where a channel is
-// 49 values; the same in the backward, for its sums, measured no faster).
+// a block are independent and overlap in the CPU (faster on 7x7 maps, where a channel is
+// 49 values; the same in the backward, for its sums, was no faster).
 constexpr int64_t kChannelBlock = 16;
 
 // mean, k and finite-ness of channels [c0, c1), c1 - c0 <= kChannelBlock.
