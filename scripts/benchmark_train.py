@@ -19,7 +19,8 @@ PyTorch with its own (the available cores).
    ``--pipeline-images`` training images with the recipe's data pipeline, its end-to-end training
    images/s (history.json's ``train_ips``: loading, augmentation, the step, logging), alternated
    over ``--pipeline-rounds`` rounds with the model-only training step of the same model on one
-   ready batch, each in a fresh process.
+   ready batch, each in a fresh process, for each ``--pipeline-workers`` count; the full recipe's
+   CPU time (50 epochs of 50,000 training and 10,000 test images) estimated from those rates.
 
 Paddle and PyTorch never share a process (each brings its own OpenMP runtime): PyTorch's candidates
 run in a worker process of this script (``--torch-worker``, which never imports Paddle), in turn
@@ -230,31 +231,41 @@ def model_step_rate(model_name: str, steps: int) -> float:
 
 
 def pipeline(args) -> dict:
-    """simam-train's end-to-end training images/s beside the model-only step rate, alternated in fresh processes."""
+    """simam-train's end-to-end training images/s beside the model-only step rate, alternated in fresh
+    processes, for each number of data-loading workers; and the full recipe's time estimated from them."""
+    from simam_paddle.compare import FULL_EPOCHS, FULL_TEST, FULL_TRAIN
+
     out = {}
     for model_name in MODELS:
-        timing.wait_for_quiet(args.quiet_wait)
-        load_before = os.getloadavg()
-        e2e, step = [], []
-        for _ in range(args.pipeline_rounds):
-            with tempfile.TemporaryDirectory() as tmp:
-                cmd = [sys.executable, "-m", "simam_paddle.train", "--config", model_name, "-o", f"data.root={args.data}",
-                       "-o", f"data.limit_train={args.pipeline_images}", "-o", "data.limit_val=100", "-o", "train.epochs=1",
-                       "-o", "train.throughput_batches=0", "-o", f"train.output_dir={tmp}/run"]
-                subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                e2e.append(json.loads((Path(tmp) / "run" / "history.json").read_text())["epoch"]["train_ips"][0])
-            proc = subprocess.run([sys.executable, __file__, "--step-rate", model_name, "--steps", str(args.model_rounds)],
-                                  check=True, cwd=ROOT, capture_output=True, text=True)
-            step.append(float(proc.stdout.strip().splitlines()[-1]))
-        load_after = os.getloadavg()
-        e2e_median, step_median = sorted(e2e)[len(e2e) // 2], sorted(step)[len(step) // 2]
-        out[model_name] = {"end_to_end_ips": e2e, "model_step_ips": step, "ratio": e2e_median / step_median,
-                           "load_before": load_before, "load_after": load_after,
-                           "busy": load_before[0] > timing.busy_threshold()}
-        print(f"{model_name}: simam-train {e2e_median:.1f} img/s end to end, model-only step {step_median:.1f} img/s, "
-              f"ratio {e2e_median / step_median:.3f} (rounds: {', '.join(f'{v:.0f}' for v in e2e)} / "
-              f"{', '.join(f'{v:.0f}' for v in step)}; load {load_before[0]:.2f} before, {load_after[0]:.2f} after"
-              f"{'; BUSY' if out[model_name]['busy'] else ''})", flush=True)
+        for workers in args.pipeline_workers:
+            timing.wait_for_quiet(args.quiet_wait)
+            load_before = os.getloadavg()
+            e2e, val, step = [], [], []
+            for _ in range(args.pipeline_rounds):
+                with tempfile.TemporaryDirectory() as tmp:
+                    cmd = [sys.executable, "-m", "simam_paddle.train", "--config", model_name,
+                           "-o", f"data.root={args.data}", "-o", f"data.limit_train={args.pipeline_images}",
+                           "-o", "data.limit_val=2000", "-o", f"data.num_workers={workers}", "-o", "train.epochs=1",
+                           "-o", "train.throughput_batches=0", "-o", f"train.output_dir={tmp}/run"]
+                    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+                    epoch = json.loads((Path(tmp) / "run" / "history.json").read_text())["epoch"]
+                    e2e.append(epoch["train_ips"][0])
+                    val.append(epoch["val_ips"][0])
+                proc = subprocess.run([sys.executable, __file__, "--step-rate", model_name, "--steps", str(args.rounds)],
+                                      check=True, cwd=ROOT, capture_output=True, text=True)
+                step.append(float(proc.stdout.strip().splitlines()[-1]))
+            load_after = os.getloadavg()
+            median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+            row = {"workers": workers, "end_to_end_ips": e2e, "val_ips": val, "model_step_ips": step,
+                   "ratio": median(e2e) / median(step), "load_before": load_before, "load_after": load_after,
+                   "busy": load_before[0] > timing.busy_threshold(),
+                   # an estimate from the measured per-image costs, not a measurement
+                   "full_recipe_hours_estimate": FULL_EPOCHS * (FULL_TRAIN / median(e2e) + FULL_TEST / median(val)) / 3600}
+            out[f"{model_name} workers={workers}"] = row
+            print(f"{model_name}, {workers} workers: simam-train {median(e2e):.1f} img/s end to end, model-only step "
+                  f"{median(step):.1f} img/s, ratio {row['ratio']:.3f}; full recipe ~{row['full_recipe_hours_estimate']:.1f} h "
+                  f"(rounds {', '.join(f'{v:.0f}' for v in e2e)} / {', '.join(f'{v:.0f}' for v in step)}; "
+                  f"load {load_before[0]:.2f} before, {load_after[0]:.2f} after{'; BUSY' if row['busy'] else ''})", flush=True)
     return out
 
 
@@ -307,6 +318,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="the CIFAR-10 image folder, for the pipeline measurement")
     parser.add_argument("--pipeline-images", type=int, default=6400, help="training images of each simam-train run")
     parser.add_argument("--pipeline-rounds", type=int, default=3)
+    parser.add_argument("--pipeline-workers", type=int, nargs="+", default=[2],
+                        help="data.num_workers of the simam-train runs (each a row)")
     parser.add_argument("--quiet-wait", type=float, default=120.0,
                         help="seconds each measurement waits at most for a quiet machine (0: none)")
     parser.add_argument("--json", type=Path, help="write every figure here")
