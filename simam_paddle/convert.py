@@ -206,7 +206,7 @@ def convert(checkpoint: str | Path, model: str, output: str | Path, e_lambda: fl
     net = build_model(model, num_classes=num_classes, **options)
     own = net.state_dict()
     fit = Fit.of(converted, _shapes(net))
-    if fit != Fit([], [], []):
+    if any(fit):
         raise CheckpointError(mismatch_message(state, fit, where, model))
     weights = {k: array.astype(own[k].numpy().dtype) for k, (_, array) in converted.items()}
     load_weights(net, weights, model_name=model, source=where)
