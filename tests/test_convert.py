@@ -140,12 +140,14 @@ def counted_keys(keys: list[str]) -> int:
     return sum(k.rsplit(".", 1)[-1] in ("total_ops", "total_params") for k in keys)
 
 
-def check_official_layout(path: Path, summary: dict) -> None:
-    """The checkpoint at ``path`` is what the official script writes on a GPU, seen from outside the converter."""
+def check_official_layout(path: Path, summary: dict, name: str) -> None:
+    """The checkpoint at ``path`` of the model ``name`` is what the official script writes on a GPU, seen
+    from outside the converter."""
     assert summary["keys"] == ["arch", "best_acc", "epoch", "optimizer", "state_dict"]
     assert all(k.startswith("module.") for k in summary["state_keys"])
-    assert "module.total_ops" in summary["state_keys"] and "module.fc.total_params" in summary["state_keys"] \
-        or "module.classifier.0.total_params" in summary["state_keys"]
+    simam, head = ("features.2.conv.1.1", "classifier.0") if name.startswith("mobilenet") else ("layer1.0.conv2.1", "fc")
+    for module in ("", f"{simam}.", f"{simam}.activaton.", f"{head}."):  # the model, a SimAM, its Sigmoid, the head
+        assert f"module.{module}total_ops" in summary["state_keys"] and f"module.{module}total_params" in summary["state_keys"]
     assert counted_keys(summary["state_keys"]) == summary["counters"] > 100
     assert "CUDA" in summary["plain_load"]  # torch itself loads it on this machine only with map_location
     loaded = read_torch_checkpoint(path)
@@ -175,7 +177,7 @@ def test_official_checkpoints_convert_to_pytorchs_logits(name, classes, size, tm
     ckpt = tmp_path / "checkpoint.pth.tar"
     summary = torch_reference("save", name, "--classes", classes, "--output", ckpt, "--input", tmp_path / "x.npy",
                               "--logits", tmp_path / "want.npy")
-    check_official_layout(ckpt, summary)
+    check_official_layout(ckpt, summary, name)
     done = convert(ckpt, name, tmp_path / "out.pdparams")
     assert done["num_classes"] == classes and done["dropped"] == summary["counters"]
     want = np.load(tmp_path / "want.npy")
