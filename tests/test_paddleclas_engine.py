@@ -28,7 +28,7 @@ from helpers import REPO_ROOT, paddle_inference, require_cifar10_jpeg, run_tool
 
 from simam_paddle import SimAM, cli, paddleclas
 
-pytestmark = [pytest.mark.paddleclas_source, pytest.mark.integration, pytest.mark.real_data]
+pytestmark = [pytest.mark.paddleclas_source, pytest.mark.integration]
 
 CIFAR_CONFIG = "SimAM_ResNet18_cifar10"
 BATCH, DISTINCT, REPEATS = 8, 20, 16  # 20 images x 16 = 320 lines: 40 iterations of 8
@@ -140,6 +140,7 @@ def train_losses(log: str) -> list[float]:
     return [(i + 1) * avg - i * (averages[i - 1] if i else 0.0) for i, avg in enumerate(averages)]
 
 
+@pytest.mark.real_data
 def test_the_loss_is_finite_and_falls(run):
     losses = train_losses((run["output"] / "train.log").read_text())
     assert len(losses) == DISTINCT * REPEATS // BATCH
@@ -148,6 +149,7 @@ def test_the_loss_is_finite_and_falls(run):
     assert last < 0.6 * first, f"mean loss of the first 10 iterations {first:.3f}, of the last 10 {last:.3f}"
 
 
+@pytest.mark.real_data
 def test_the_trained_model_has_the_placement_tables_simams(run, trained_model):
     expected = readme_simams("ResNet18")
     for tool, proc in run["procs"].items():  # what each tool's own process built
@@ -159,6 +161,7 @@ def test_the_trained_model_has_the_placement_tables_simams(run, trained_model):
     assert ops.count("1.sigmoid") == expected
 
 
+@pytest.mark.real_data
 def test_the_checkpoint_loads_back_with_identical_keys(run, arch):
     saved = paddle.load(str(run["output"] / "latest.pdparams"))
     model = arch.build_model(config_of(CIFAR_CONFIG, run["overrides"]))
@@ -170,6 +173,7 @@ def test_the_checkpoint_loads_back_with_identical_keys(run, arch):
     assert all(np.array_equal(loaded[k].numpy(), saved[k].numpy()) for k in saved)
 
 
+@pytest.mark.real_data
 def test_eval_reports_the_trained_models_loss_and_accuracy(run, trained_model):
     log = (run["output"] / "eval.log").read_text()
     reported = re.search(r"\[Eval\]\[Epoch 0\]\[Avg\]CELoss: ([\d.]+), loss: [\d.]+, top1: ([\d.]+)", log)
@@ -183,6 +187,7 @@ def test_eval_reports_the_trained_models_loss_and_accuracy(run, trained_model):
     assert abs(float(reported[2]) - top1) <= 1e-5, (reported[0], top1)
 
 
+@pytest.mark.real_data
 def test_the_exported_program_gives_the_trained_models_logits(run, trained_model):
     x, _ = val_images(run["lists"])
     expected = trained_model(paddle.to_tensor(x)).numpy()
@@ -198,6 +203,7 @@ def test_the_shipped_imagenet_config_is_paddleclas_recipe_with_the_architecture_
     assert shipped == recipe
 
 
+@pytest.mark.real_data
 def test_a_plain_resnet50_vd_checkpoint_starts_a_simam_resnet50_vd_training(source, arch, tmp_path):
     """Global.pretrained_model of a plain ResNet50_vd (random weights standing for PaddleClas's published ones)
     into the shipped SimAM_ResNet50_vd config; the learning rate 0 keeps the loaded weights, so the checkpoint
