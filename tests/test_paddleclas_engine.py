@@ -1,10 +1,11 @@
-"""SimAM models trained by PaddleClas's own engine: ``tools/train.py``, ``eval.py`` and ``export_model.py`` of a
-PaddleClas 2.6 source tree, run through ``python -m simam_paddle.paddleclas`` with the shipped configs, then
-Paddle Inference on the export; and a plain ResNet50_vd checkpoint starting a SimAM_ResNet50_vd training.
+"""SimAM models trained by PaddleClas's own engine: ``tools/train.py``, ``eval.py``, ``export_model.py`` and
+``infer.py`` of a PaddleClas 2.6 source tree, run through ``python -m simam_paddle.paddleclas`` with the
+shipped configs, then Paddle Inference on the export; and a plain ResNet50_vd checkpoint starting a
+SimAM_ResNet50_vd training.
 
-The run: SimAM_ResNet18 (``SimAM_ResNet18_cifar10``, its stem at stride 2 after the first convolution to
-keep it short) for one epoch of 40 iterations of 8 images, on a list of 20 CIFAR-10 training images (2 per
-class) repeated 16 times, so that the loss must fall; evaluation on 40 test images.
+The run: SimAM_ResNet18 (``SimAM_ResNet18_cifar10`` with its stem's max-pool at stride 2, to keep it short)
+for one epoch of 40 iterations of 8 images, on a list of 20 CIFAR-10 training images (2 per class) repeated 16
+times, so that the loss must fall; evaluation on 40 test images, inference on 8 of them.
 
 Runs where ``$PADDLECLAS_SOURCE`` names a PaddleClas 2.6 source tree (the engine is not in the paddleclas
 wheel) and the real CIFAR-10 copy is found through ``$SIMAM_DATA_DIR``; skipped, saying so, elsewhere.
@@ -24,7 +25,7 @@ import numpy as np
 import paddle
 import pytest
 import yaml
-from helpers import REPO_ROOT, paddle_inference, require_cifar10_jpeg, run_tool
+from helpers import CLASS_NAMES, REPO_ROOT, paddle_inference, require_cifar10_jpeg, run_tool
 
 from simam_paddle import SimAM, cli, paddleclas
 
@@ -94,13 +95,21 @@ def run(source, tmp_path_factory) -> dict:
                  "Optimizer.lr.learning_rate=0.0125", "Global.epochs=1", "Global.print_batch_step=1",
                  f"Global.output_dir={output}", f"Global.save_inference_dir={output / 'inference'}"]
     trained = [*overrides, f"Global.pretrained_model={output / 'latest'}"]
+    infer_images = root / "infer_images"  # the first 8 validation images, for tools/infer.py
+    infer_images.mkdir()
+    for line in (lists / "val_list.txt").read_text().splitlines()[:8]:
+        path = line.split(" ")[0]
+        (infer_images / path.replace("/", "_")).write_bytes((require_cifar10_jpeg() / path).read_bytes())
     procs = {
         "train": run_tool("paddleclas", "train", "-c", CIFAR_CONFIG, *options(overrides), timeout=900),
         "eval": run_tool("paddleclas", "eval", "-c", CIFAR_CONFIG, *options(trained), timeout=600),
         "export_model": run_tool("paddleclas", "export_model", "-c", CIFAR_CONFIG,
                                  *options([*trained, "Arch.infer_add_softmax=False"]), timeout=600),
+        "infer": run_tool("paddleclas", "infer", "-c", CIFAR_CONFIG, *options([
+            *trained, f"Infer.infer_imgs={infer_images}", f"Infer.save_dir={root / 'infer.json'}",
+            f"Infer.PostProcess.class_id_map_file={lists / 'label_list.txt'}"]), timeout=600),
     }
-    return {"output": output, "lists": lists, "overrides": overrides, "procs": procs}
+    return {"output": output, "lists": lists, "overrides": overrides, "procs": procs, "infer": root / "infer.json"}
 
 
 @pytest.fixture(scope="module")
@@ -112,16 +121,18 @@ def trained_model(run, arch):
     return model
 
 
+def model_input(path: Path) -> np.ndarray:
+    """An image as the config's eval and infer transforms make it, written out with cv2 and numpy: RGB, scaled
+    to [0, 1], less CIFAR-10's mean over its std, CHW."""
+    rgb = cv2.imread(str(path))[:, :, ::-1].astype(np.float32)
+    return ((rgb / 255.0 - np.float32(MEAN)) / np.float32(STD)).transpose(2, 0, 1).astype(np.float32)
+
+
 def val_images(lists: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The validation list's images as the config's eval transforms make them, written out with cv2 and numpy:
-    RGB, scaled to [0, 1], less CIFAR-10's mean over its std, CHW; and their labels."""
-    images, labels = [], []
-    for line in (lists / "val_list.txt").read_text().splitlines():
-        path, label = line.split(" ")
-        rgb = cv2.imread(str(require_cifar10_jpeg() / path))[:, :, ::-1].astype(np.float32)
-        images.append(((rgb / 255.0 - np.float32(MEAN)) / np.float32(STD)).transpose(2, 0, 1))
-        labels.append(int(label))
-    return np.stack(images).astype(np.float32), np.asarray(labels)
+    """The validation list's images (``model_input``) and labels."""
+    lines = [line.split(" ") for line in (lists / "val_list.txt").read_text().splitlines()]
+    images = np.stack([model_input(require_cifar10_jpeg() / path) for path, _ in lines])
+    return images, np.asarray([int(label) for _, label in lines])
 
 
 def readme_simams(backbone: str) -> int:
@@ -185,6 +196,18 @@ def test_eval_reports_the_trained_models_loss_and_accuracy(run, trained_model):
     loss, top1 = -log_softmax[np.arange(len(labels)), labels].mean(), (logits.argmax(1) == labels).mean()
     assert abs(float(reported[1]) - loss) <= 1e-4 * max(1.0, loss), (reported[0], loss)
     assert abs(float(reported[2]) - top1) <= 1e-5, (reported[0], top1)
+
+
+@pytest.mark.real_data
+def test_infer_predicts_the_trained_models_classes(run, trained_model):
+    results = json.loads(run["infer"].read_text())
+    assert len(results) == 8
+    for result in results:
+        logits = trained_model(paddle.to_tensor(model_input(Path(result["file_name"]))[None])).numpy()[0]
+        probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        assert result["class_ids"] == [int(logits.argmax())], result
+        assert result["label_names"] == [CLASS_NAMES[logits.argmax()]], result
+        assert abs(result["scores"][0] - probabilities.max()) <= 1e-4, (result, probabilities.max())
 
 
 @pytest.mark.real_data
