@@ -5,8 +5,8 @@
 # opencv-python-headless, when pip check finds a broken requirement, when paddleclas and the installed
 # simam_paddle do not import together or a SimAM ResNet18 of PaddleClas does not run forward and backward,
 # or when tests/test_paddleclas.py fails there. Then PaddleClas's own engine, from its source tree (the wheel
-# has none): tests/test_paddleclas_engine.py runs tools/train.py, eval.py, export_model.py and infer.py of that tree on
-# CIFAR-10 images and Paddle Inference on the export; it fails when any of those tests fails or is skipped.
+# has none): tests/test_paddleclas_engine.py runs tools/train.py, eval.py, export_model.py and infer.py of that
+# tree on CIFAR-10 images and Paddle Inference on the export; it fails when any of those tests fails or is skipped.
 #
 #   PADDLECLAS_ARCHIVE=PaddleClas-2.6.0-src.tar.gz bash scripts/paddleclas_venv.sh [VENV_DIR]
 #
