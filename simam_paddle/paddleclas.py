@@ -38,6 +38,7 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 # isort: split
 
 import argparse
+import os
 import re
 import runpy
 import sys
@@ -138,10 +139,8 @@ def source_tree(root: str | Path, given_as: str) -> Path:
 def find_tool(tool: str, source: str | None = None) -> Path:
     """The file of a PaddleClas tool: given by name (``train``, ``eval``, ``export_model``, ``infer``) in the
     source tree that ``source`` or else ``$PADDLECLAS_SOURCE`` names, or by its path (``PaddleClas/tools/train.py``)."""
-    import os
-
     name = tool.removesuffix(".py")
-    if name in TOOLS:
+    if name in TOOLS and not Path(tool).is_file():
         if source:
             root = source_tree(source, "--source")
         elif os.environ.get(SOURCE_ENV):
