@@ -52,7 +52,8 @@ from simam_paddle import cli  # noqa: E402,F401  (first: it quiets Paddle's star
 from simam_paddle.config import load_config  # noqa: E402
 from simam_paddle.export import engine_threads, export, onnx_runner, paddle_runner  # noqa: E402
 from simam_paddle.models import load_weights  # noqa: E402
-from simam_paddle.run_dir import WEIGHTS, build_run_model, is_run_dir, save_run_config  # noqa: E402
+from simam_paddle.models.from_config import build_from_config  # noqa: E402
+from simam_paddle.run_dir import WEIGHTS, is_run_dir, save_run_config  # noqa: E402
 from simam_paddle.timing import interleaved_medians  # noqa: E402
 
 PAIRS = (("alexnet", "alexnet_simam"), ("resnet18", "resnet18_simam"))
@@ -66,7 +67,7 @@ def random_run(root: Path, name: str, state: dict | None, seed: int) -> tuple[Pa
     run.mkdir(parents=True)
     save_run_config(config, run)
     paddle.seed(seed)
-    model = build_run_model(config)
+    model = build_from_config(config)
     if state is not None:
         load_weights(model, state, model_name=name)
     paddle.save(model.state_dict(), str(run / WEIGHTS["best"]))

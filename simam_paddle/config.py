@@ -182,7 +182,8 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """Defaults, then the YAML file at ``path`` (if any), then each ``section.key=value`` override."""
+    """Defaults, then the YAML file at ``path`` (if any), then each ``section.key=value`` override; then
+    the checks that involve several keys (``check_config``)."""
     config = defaults()
     if path is not None:
         _merge(config, read_yaml(path), str(path))
@@ -193,7 +194,25 @@ def apply_overrides(config: dict, overrides: list[str] | tuple[str, ...]) -> dic
     """Apply ``section.key=value`` overrides to ``config`` in place (validated like a file); return it."""
     for text in overrides:
         _merge(config, parse_override(text), f"override {text!r}")
+    check_config(config)
     return config
+
+
+def check_config(config: dict) -> None:
+    """The checks that involve several keys, each a ConfigError naming the keys and the fix: a model
+    that takes one input size only (AlexNet: 128) refuses another ``data.image_size``; ``model.dropout``
+    applies to the models that have dropout (AlexNet)."""
+    from .models import MODELS  # imported when a config is checked: the config and data need no models
+
+    name, size = config["model"]["name"], config["data"]["image_size"]
+    spec = MODELS[name]
+    if spec.input_size is not None and size != spec.input_size:
+        needed = spec.input_size
+        takes_any = ", ".join(n for n, s in MODELS.items() if s.input_size is None)
+        raise ConfigError(f"data.image_size={size}: {name} takes {needed}x{needed} images only; set data.image_size={needed}, "
+                          f"or choose a model that takes any size ({takes_any})")
+    if "dropout" not in spec.options and config["model"]["dropout"] != SCHEMA["model"]["dropout"].default:
+        raise ConfigError(f"model.dropout applies to AlexNet models only; {name} has no dropout to set")
 
 
 def save_config(config: dict, path: str | Path) -> None:

@@ -1,4 +1,7 @@
-"""The run directory: what ``simam_paddle.train`` writes, and every tool reads, in ``train.output_dir``.
+"""The run directory: what ``simam_paddle.train`` writes, and every tool reads, in ``train.output_dir``:
+its layout (the file names below, a run's config, classes and model), its lifecycle (starting,
+refusing, replacing or resuming a run) and its checkpoints. Building a model from a config is
+``simam_paddle.models.from_config``; fine-tuning's load is ``simam_paddle.models.weights.load_pretrained``.
 
     RUN_DIR/config.yaml            the resolved config (without the one-off flags resume / overwrite)
     RUN_DIR/classes.json           the class names in label order (a JSON list), for predict, export, visualize
@@ -27,11 +30,11 @@ from pathlib import Path
 
 import paddle
 
-from .config import NON_COMPUTATIONAL, SCHEMA, ConfigError, load_config, save_config
+from .config import NON_COMPUTATIONAL, ConfigError, load_config, save_config
 from .data import class_names, classes_of
 from .io import atomic_paddle_save, atomic_write_json, remove_temp_files
-from .models import MODELS, build_model, load_weights
-from .models.weights import read_state
+from .models import load_weights
+from .models.from_config import build_from_config
 
 CONFIG = "config.yaml"
 CLASSES = "classes.json"
@@ -85,38 +88,6 @@ def run_state(run_dir: str | Path) -> str:
     if history is not None and history.get("finished"):
         return "finished"
     return "resumable" if (Path(run_dir) / CHECKPOINT).is_file() else "new"
-
-
-def model_options(config: dict) -> dict:
-    """The keyword arguments of ``build_model`` that the config's model section sets."""
-    model = config["model"]
-    accepted = MODELS[model["name"]].options
-    options = {"e_lambda": model["e_lambda"]} if "e_lambda" in accepted else {}
-    if "dropout" in accepted:
-        options["dropout"] = model["dropout"]
-    elif model["dropout"] != SCHEMA["model"]["dropout"].default:
-        raise ConfigError(f"model.dropout applies to AlexNet models only; {model['name']} has no dropout to set")
-    if "fast_conv" in accepted:
-        options["fast_conv"] = model["fast_conv"]
-    return options
-
-
-def check_image_size(config: dict) -> None:
-    """A model that takes one input size only (AlexNet: 128) refuses another ``data.image_size``."""
-    name, size = config["model"]["name"], config["data"]["image_size"]
-    needed = MODELS[name].input_size
-    if needed is not None and size != needed:
-        takes_any = ", ".join(n for n, spec in MODELS.items() if spec.input_size is None)
-        raise ConfigError(f"data.image_size={size}: {name} takes {needed}x{needed} images only; set data.image_size={needed}, "
-                          f"or choose a model that takes any size ({takes_any})")
-
-
-def build_run_model(config: dict) -> paddle.nn.Layer:
-    """The model a validated config describes (``model.num_classes`` resolved: see ``resolve_classes``)."""
-    check_image_size(config)
-    if config["model"]["num_classes"] is None:
-        raise ConfigError("model.num_classes is null: it is resolved from the data (resolve_classes) before a model is built")
-    return build_model(config["model"]["name"], num_classes=config["model"]["num_classes"], **model_options(config))
 
 
 # -- classes ---------------------------------------------------------------------------------------
@@ -176,13 +147,13 @@ def load_run_model(run_dir: str | Path, weights: str = "best") -> tuple[paddle.n
     path = Path(run_dir) / WEIGHTS[weights]
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the run has no {weights} weights yet (has it finished an epoch?)")
-    model = build_run_model(config)
+    model = build_from_config(config)
     load_weights(model, path, model_name=config["model"]["name"])
     model.eval()
     return model, config
 
 
-# -- fine-tuning -----------------------------------------------------------------------------------
+# -- model.pretrained ------------------------------------------------------------------------------
 def pretrained_path(path: str | Path) -> Path:
     """The weights file that ``model.pretrained`` names: a file as it is, a run directory's best weights."""
     path = Path(path).expanduser()
@@ -192,29 +163,6 @@ def pretrained_path(path: str | Path) -> Path:
         raise ConfigError(f"model.pretrained {path}: no such weights file; give a .pdparams file (e.g. written by "
                           "python -m simam_paddle.convert) or a run directory with best_model.pdparams")
     return path
-
-
-def classifier_keys(model: paddle.nn.Layer) -> tuple[str, ...]:
-    """The state-dict keys of the model's classifier: its last Linear layer (fc.weight, fc.bias...)."""
-    name, layer = [(name, layer) for name, layer in model.named_sublayers() if isinstance(layer, paddle.nn.Linear)][-1]
-    return tuple(f"{name}.{key}" for key in layer.state_dict())
-
-
-def load_pretrained(model: paddle.nn.Layer, config: dict) -> str:
-    """Initialise ``model`` from ``model.pretrained``, strictly, except the classifier when its number of
-    classes differs (left as built); return what was done, for the log."""
-    path = pretrained_path(config["model"]["pretrained"])
-    name = config["model"]["name"]
-    head = classifier_keys(model)
-    state, _ = read_state(path)
-    own = model.state_dict()
-    new_head = [k for k in head if k in state and list(state[k].shape) != list(own[k].shape)]
-    load_weights(model, state, model_name=name, source=f"model.pretrained {path}", keep=tuple(new_head))
-    if not new_head:
-        return f"initialised from {path} (every parameter)"
-    theirs = list(state[head[0]].shape)[-1] if head[0] in state else "?"
-    return (f"initialised from {path}, except the classifier {', '.join(new_head)}, which starts new: the weights "
-            f"have {theirs} classes, the model {config['model']['num_classes']}")
 
 
 # -- starting a run --------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import paddle
 import paddle.distributed as dist
 
 from . import fastconv, run_dir
-from .config import ConfigError, describe, load_config
+from .config import ConfigError, check_config, describe, load_config
 from .data import Mixup, build_loader, evenly_spaced_images, set_loader_epoch
 from .distributed import all_reduce_sum
 from .errors import TrainingDiverged
@@ -38,6 +38,8 @@ from .layers import SimAM, simam_kernel
 from .layers.simam import resolve_backend
 from .losses import LabelSmoothingCrossEntropy
 from .models import model_table, parameter_count
+from .models.from_config import build_from_config
+from .models.weights import load_pretrained
 from .plots import plot_curves, plot_predictions
 
 
@@ -160,16 +162,19 @@ class Trainer:
         paddle.seed(self.seed)
         np.random.seed(self.seed)
         random.seed(self.seed)
-        run_dir.check_image_size(config)
+        check_config(config)  # a config assembled in code has not been through load_config's checks
         self.classes = run_dir.resolve_classes(config)  # sets a null model.num_classes from the data
         try:
             self.train_loader = build_loader(config, "train", distributed=self.world > 1)
             self.val_loader = build_loader(config, "val", distributed=self.world > 1)
         except ValueError as exc:  # bad data (not an image, not CIFAR-10, too few images): a config problem
             raise ConfigError(f"data: {exc}") from exc
-        self.model = run_dir.build_run_model(config)
+        self.model = build_from_config(config)
         self.notes = []  # said once the log is open
-        pretrained = run_dir.load_pretrained(self.model, config) if config["model"]["pretrained"] else None
+        pretrained = None
+        if config["model"]["pretrained"]:
+            path = run_dir.pretrained_path(config["model"]["pretrained"])
+            pretrained = load_pretrained(self.model, path, config["model"]["name"], source=f"model.pretrained {path}")
         self.steps = len(self.train_loader)
         self.scheduler = paddle.optimizer.lr.CosineAnnealingDecay(tc["lr"], T_max=self.steps * tc["epochs"])
         self.optimizer = paddle.optimizer.Adam(learning_rate=self.scheduler, parameters=self.model.parameters(),

@@ -31,7 +31,8 @@ import paddle
 import pytest
 
 from simam_paddle.config import load_config, save_config
-from simam_paddle.run_dir import build_run_model, resolve_classes, save_classes
+from simam_paddle.models.from_config import build_from_config
+from simam_paddle.run_dir import resolve_classes, save_classes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SIMAM_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
@@ -203,7 +204,7 @@ def make_run_dir(path: Path, *overrides: str, seed: int = 0, weights: tuple[str,
     save_config(config, path / "config.yaml")
     save_classes(path, classes)
     paddle.seed(seed)
-    model = build_run_model(config)
+    model = build_from_config(config)
     for name in weights:
         paddle.save(model.state_dict(), str(path / f"{name}_model.pdparams"))
     return path

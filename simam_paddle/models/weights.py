@@ -5,6 +5,8 @@ built, so the weights of another model load "successfully" into random ones. ``l
 one way this package loads weights: strict by default (every key present on both sides with the same
 shape, else a ``WeightsMismatch`` naming the source, the model and the first mismatches), and with
 ``strict=False`` a deliberate partial load that returns, and the caller reports, what it skipped.
+``load_pretrained`` is fine-tuning's load: strict, but for a classifier of another number of classes,
+which keeps its new values.
 """
 
 from __future__ import annotations
@@ -77,3 +79,25 @@ def load_weights(
                       stacklevel=2)
     model.set_state_dict({**{k: own[k] if k in skipped else state[k] for k in own}, **kept})
     return skipped
+
+
+def classifier_keys(model: nn.Layer) -> tuple[str, ...]:
+    """The state-dict keys of the model's classifier: its last Linear layer (fc.weight, fc.bias...)."""
+    name, layer = [(name, layer) for name, layer in model.named_sublayers() if isinstance(layer, nn.Linear)][-1]
+    return tuple(f"{name}.{key}" for key in layer.state_dict())
+
+
+def load_pretrained(model: nn.Layer, weights: str | Path, model_name: str, source: str | None = None) -> str:
+    """Initialise ``model`` from the weights file ``weights``, strictly, except the classifier when its
+    number of classes differs (left as built); return what was done, for the log. ``source`` names the
+    weights in messages (default: the path)."""
+    head = classifier_keys(model)
+    state, _ = read_state(weights)
+    own = model.state_dict()
+    new_head = [k for k in head if k in state and list(state[k].shape) != list(own[k].shape)]
+    load_weights(model, state, model_name=model_name, source=source or str(weights), keep=tuple(new_head))
+    if not new_head:
+        return f"initialised from {weights} (every parameter)"
+    theirs = list(state[head[0]].shape)[-1] if head[0] in state else "?"
+    return (f"initialised from {weights}, except the classifier {', '.join(new_head)}, which starts new: the weights "
+            f"have {theirs} classes, the model {list(own[head[0]].shape)[-1]}")
