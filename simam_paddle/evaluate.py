@@ -20,6 +20,7 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 import sys
 import time
 
+import numpy as np
 import paddle
 
 from .distributed import all_reduce_sum
@@ -62,23 +63,9 @@ def model_throughput(models: dict[str, paddle.nn.Layer], batch_size: int = 128, 
     return {name: batch_size / s for name, s in seconds.items()}
 
 
-def _export_config(meta: dict, overrides: list[str]) -> dict:
-    """The config to evaluate an export with: its run's config.yaml when the run is still there, else
-    the defaults with the export's model section; then ``overrides``."""
-    from .config import apply_overrides, load_config
-    from .run_dir import is_run_dir, read_config
-
-    run_dir = meta.get("run_dir")
-    config = read_config(run_dir) if run_dir and is_run_dir(run_dir) else load_config(None, [])
-    config["model"].update(meta["model"])
-    return apply_overrides(config, overrides)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from .config import apply_overrides
     from .data import build_loader
-    from .export import is_export, load_exported
-    from .run_dir import load_run_model
+    from .runner import open_model
 
     p = cli.parser("evaluate", __doc__.split("\n")[0])
     p.add_argument("model", metavar="run_dir", help="a run directory written by simam_paddle.train, or an export folder")
@@ -89,26 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def work() -> None:
-        if is_export(args.model):
-            run, meta = load_exported(args.model, args.onednn, args.threads, args.program)
-            config = _export_config(meta, args.override)
-            what = f"{config['model']['name']} ({meta['format']} export of the {meta['weights']} weights; engine: {run.engine})"
-            model = lambda images: paddle.to_tensor(run(images.numpy()))  # noqa: E731
-            size = meta["input"]["shape"][-1]
-            x = paddle.randn([config["data"]["batch_size"], 3, size, size]).numpy()
-            seconds = interleaved_medians({"model": lambda: run(x)}, args.batches, 2)["model"]
-            model_ips = config["data"]["batch_size"] / seconds
-        else:
-            model, config = load_run_model(args.model, args.weights)
-            apply_overrides(config, args.override)
-            what = f"{config['model']['name']} ({args.weights} weights)"
-            model_ips = None
-        val_loader = build_loader(config, "val")
-        result = evaluate(model, val_loader, config["loss"]["smoothing"])
-        if model_ips is None:
-            model_ips = model_throughput({"model": model}, config["data"]["batch_size"], args.batches,
-                                         input_size=config["data"]["image_size"])["model"]
-        print(f"{what} on {result['images']} test images")
+        model = open_model(args.model, args.weights, args.onednn, args.threads, args.program, overrides=args.override)
+        config, batch_size = model.config, model.config["data"]["batch_size"]
+        result = evaluate(lambda images: paddle.to_tensor(model(images.numpy())), build_loader(config, "val"),
+                          config["loss"]["smoothing"])
+        x = np.random.default_rng(0).standard_normal((batch_size, 3, model.input_size, model.input_size), np.float32)
+        model_ips = batch_size / interleaved_medians({"model": lambda: model(x)}, args.batches, 2)["model"]
+        print(f"{model.description} on {result['images']} test images")
         print(f"  val loss {result['loss']:.4f}  val acc {result['acc']:.4f}")
         print(f"  throughput: model-only {model_ips:.1f} img/s (batch {config['data']['batch_size']}, ready tensors, "
               f"median of {args.batches} after warm-up); end-to-end {result['ips']:.1f} img/s "

@@ -76,7 +76,7 @@ def test_a_config_path_is_taken_as_it_is_and_an_unknown_name_lists_the_shipped_o
 
 def test_exit_codes_follow_one_convention(tmp_path):
     bad_input = run_tool("evaluate", tmp_path, check=False)
-    assert bad_input.returncode == cli.EXIT_BAD_INPUT and "is not a run directory" in bad_input.stderr
+    assert bad_input.returncode == cli.EXIT_BAD_INPUT and "is neither a run directory" in bad_input.stderr
     bad_flag = run_tool("export", tmp_path, "--format", "paddle", "--num-images", "x", check=False)
     assert bad_flag.returncode == 2  # argparse's own code for a bad argument, the same as any bad input
 

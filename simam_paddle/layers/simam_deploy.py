@@ -14,7 +14,7 @@ Within :func:`simam.deploy_operator` (``simam_paddle.export`` uses it), static g
 as this operator, and ``fusion.run_sequential`` records SimAM -> ReLU (-> max-pool) as one.
 
 Deployment: a program that holds ``simam_deploy`` runs only in a process that has loaded this
-library (``prepare()``; ``simam_paddle.export.paddle_runner`` does it) and only on the CPU, so
+library (``prepare()``; ``simam_paddle.runner.paddle_runner`` does it) and only on the CPU, so
 every export also holds the same model in standard operators, for GPUs, TensorRT, C++ deployments
 without the library, and as the fallback where the library cannot be built. C++ programs load the
 library file (:func:`library_file`) as any Paddle custom operator library.
