@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import ConfigError, recipe_key
+from .errors import PathError
 from .evaluate import model_throughput
 from .io import atomic_savefig, atomic_write_json, atomic_write_text
 from .run_dir import load_run_model, read_config, read_history
@@ -42,7 +43,7 @@ def load_run(run_dir: Path) -> dict:
     config = read_config(run_dir)
     history = read_history(run_dir)
     if history is None:
-        raise ConfigError(f"{run_dir} has no history: it has not completed an epoch")
+        raise PathError(f"{run_dir} has no history: it has not completed an epoch")
     return {"dir": str(run_dir), "config": config, "history": history}
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .layers.simam import E_LAMBDA
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
         "name": Key("alexnet_simam", "str", "model to train: alexnet | alexnet_simam | resnet18_simam | mobilenet_v2_simam ... (all: python -m simam_paddle.train --list-models)", lambda v: v in _model_names(), lambda: "a name build_model knows: " + ", ".join(_model_names())),
         "num_classes": Key(None, "int?", "number of output classes (null = the number of classes in the data; a different number is an error)", _positive, "> 0 or null"),
-        "e_lambda": Key(1e-4, "float", "SimAM lambda (1e-4 official default; the notebook used 1e-5; the official ImageNet weights 0.1)", _positive, "> 0"),
+        "e_lambda": Key(E_LAMBDA, "float", "SimAM lambda (1e-4 official default; the notebook used 1e-5; the official ImageNet weights 0.1)", _positive, "> 0"),
         "dropout": Key(0.5, "float", "dropout of AlexNet's classifier (0 = off); other models have none", lambda v: 0 <= v < 1, "in [0, 1)"),
         "pretrained": Key(None, "str?", "weights to start from: a .pdparams file (e.g. from simam_paddle.convert) or a run directory (its best weights); loaded strictly, but for a classifier of another num_classes, which starts new"),
         "fast_conv": Key(True, "bool", "AlexNet's CPU float32 convolutions through oneDNN (simam_paddle.fastconv) where it builds, else Paddle's own; same numbers to float rounding; other models use Paddle's"),

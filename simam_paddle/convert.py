@@ -37,14 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ConfigError
+from .errors import ArgumentError, CheckpointError
 from .io import atomic_paddle_save
-from .models import build_model, load_weights
+from .layers.messages import listed
+from .models import MODELS, OFFICIAL_LAMBDA, build_model, load_weights
 from .models.resnet import DEPTHS
-from .models.weights import SHOWN
-from .torch_zip import CheckpointError, read_torch_checkpoint
+from .torch_zip import read_torch_checkpoint
 
-OFFICIAL_LAMBDA = 0.1  # the lambda of the official ImageNet runs
 WRAPPERS = ("state_dict", "model")  # keys under which a training checkpoint keeps the model's state dict
 # Renames from the official (torchvision-style) names to paddle.vision's, per family, applied in order.
 COMMON = ((r"\.running_mean$", "._mean"), (r"\.running_var$", "._variance"))
@@ -57,12 +56,11 @@ RENAMES = {
     ),
 }
 CONVERTIBLE = [f"resnet{d}{s}" for d in DEPTHS for s in ("", "_simam")] + ["mobilenet_v2", "mobilenet_v2_simam"]
-CLASSIFIER = {"resnet": "fc.weight", "mobilenet_v2": "classifier.1.weight"}
 
 
 def _family(model: str) -> str:
     if model not in CONVERTIBLE:
-        raise ConfigError(f"--model {model!r}: checkpoints convert into {', '.join(CONVERTIBLE)}")
+        raise ArgumentError(f"--model {model!r}: checkpoints convert into {', '.join(CONVERTIBLE)}")
     return "resnet" if model.startswith("resnet") else "mobilenet_v2"
 
 
@@ -97,10 +95,6 @@ def to_paddle(state: dict[str, np.ndarray], family: str) -> dict[str, tuple[str,
     return out
 
 
-def _listed(items: list[str]) -> str:
-    return ", ".join(items[:SHOWN]) + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
-
-
 def check_fit(converted: dict[str, tuple[str, np.ndarray]], own: dict, where: str, model: str) -> None:
     """Refuse a checkpoint whose keys or shapes do not fit the model, naming them."""
     missing = sorted(set(own) - set(converted))
@@ -108,7 +102,7 @@ def check_fit(converted: dict[str, tuple[str, np.ndarray]], own: dict, where: st
     shapes = sorted(f"{converted[k][0]} {list(converted[k][1].shape)} (as {k} {list(converted[k][1].shape)}) vs "
                     f"{list(own[k].shape)}" for k in set(converted) & set(own)
                     if list(converted[k][1].shape) != list(own[k].shape))
-    problems = [f"{label}: {_listed(items)}" for label, items in
+    problems = [f"{label}: {listed(items)}" for label, items in
                 (("missing (Paddle names)", missing), ("unexpected", unexpected), ("shape differs (checkpoint vs model)", shapes))
                 if items]
     if problems:
@@ -116,22 +110,24 @@ def check_fit(converted: dict[str, tuple[str, np.ndarray]], own: dict, where: st
                               "and plain or _simam, of the network the checkpoint was trained as")
 
 
-def convert(checkpoint: str | Path, model: str, output: str | Path, e_lambda: float = OFFICIAL_LAMBDA,
+def convert(checkpoint: str | Path, model: str, output: str | Path, e_lambda: float | None = None,
             overwrite: bool = False) -> dict:
-    """Convert ``checkpoint`` into Paddle weights for ``model`` at ``output``; return what was done."""
+    """Convert ``checkpoint`` into Paddle weights for ``model`` at ``output``; return what was done.
+    ``e_lambda``: of the SimAM model built for the check (default: the official lambda of its record)."""
     family = _family(model)
+    classifier = MODELS[model].head[0]
     output = Path(output)
     if output.exists() and not overwrite:
-        raise ConfigError(f"{output} already exists; pass --overwrite to replace it, or choose another --output")
+        raise ArgumentError(f"{output} already exists; pass --overwrite to replace it, or choose another --output")
     where = str(checkpoint)
     state = find_state_dict(read_torch_checkpoint(checkpoint), where)
     converted = to_paddle(state, family)
-    head = converted.get(CLASSIFIER[family])
+    head = converted.get(classifier)
     if head is None or head[1].ndim != 2:
-        raise CheckpointError(f"{where} has no classifier {CLASSIFIER[family]} (as Paddle names it): is it a "
-                              f"{family} checkpoint? Its first keys: {_listed(list(state))}")
+        raise CheckpointError(f"{where} has no classifier {classifier} (as Paddle names it): is it a "
+                              f"{family} checkpoint? Its first keys: {listed(list(state))}")
     num_classes = int(head[1].shape[1])
-    options = {"e_lambda": e_lambda} if model.endswith("_simam") else {}
+    options = {"e_lambda": e_lambda or MODELS[model].official_lambda} if model.endswith("_simam") else {}
     net = build_model(model, num_classes=num_classes, **options)
     own = net.state_dict()
     check_fit(converted, own, where, model)
@@ -148,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, choices=CONVERTIBLE, metavar="NAME",
                    help=f"the network the checkpoint holds, as build_model names it: {', '.join(CONVERTIBLE)}")
     p.add_argument("--output", required=True, help="the .pdparams file to write")
-    p.add_argument("--e-lambda", type=float, default=OFFICIAL_LAMBDA,
+    p.add_argument("--e-lambda", type=float, default=None,
                    help=f"SimAM lambda of the model built for the check (default {OFFICIAL_LAMBDA}, the official runs')")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     args = p.parse_args(argv)

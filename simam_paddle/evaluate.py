@@ -24,6 +24,7 @@ import numpy as np
 import paddle
 
 from .distributed import all_reduce_sum
+from .errors import DataError
 from .losses import label_smoothing_cross_entropy
 from .timing import interleaved_medians
 
@@ -45,7 +46,7 @@ def evaluate(model: paddle.nn.Layer, loader, smoothing: float = 0.1) -> dict:
     seconds = time.perf_counter() - start
     loss_sum, correct, count = all_reduce_sum([loss_sum, correct, count])  # each process saw its shard
     if count == 0:
-        raise ValueError("the evaluation loader yielded no images")
+        raise DataError("the evaluation loader yielded no images")
     return {"loss": loss_sum / count, "acc": correct / count, "images": int(count), "seconds": seconds,
             "ips": count / seconds}
 

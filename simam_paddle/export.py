@@ -55,10 +55,9 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from .config import ConfigError
 from .data import sample_images
 from .data.transforms import MEAN, STD
-from .errors import ExportError
+from .errors import ArgumentError, ExportError
 from .io import atomic_write_json, remove_temp_files
 from .layers import simam_deploy
 from .layers.simam import SimAM, deploy_operator
@@ -194,14 +193,14 @@ def export(
 
     ``simam_op``: also write the program with the SimAM operator (Paddle format; see the module docstring)."""
     if fmt not in FORMATS:
-        raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        raise ArgumentError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if not tolerance >= 0:
-        raise ConfigError(f"the tolerance must be >= 0, got {tolerance}")
+        raise ArgumentError(f"the tolerance must be >= 0, got {tolerance}")
     if fmt == "onnx":
         require_onnx()  # before any work
     output = Path(output) if output is not None else Path(run_dir) / EXPORT / fmt
     if output.exists() and not overwrite and not (output.is_dir() and not any(output.iterdir())):
-        raise ConfigError(f"{output} already exists; pass --overwrite to replace it, or choose another --output")
+        raise ArgumentError(f"{output} already exists; pass --overwrite to replace it, or choose another --output")
     model, config = load_run_model(run_dir, weights)
     names, size = run_classes(run_dir, config), config["data"]["image_size"]
     samples = sample_images(config, num_images)

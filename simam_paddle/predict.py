@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import load_image, preprocess
+from .errors import ArgumentError
 from .losses import softmax
 from .runner import open_model
 
@@ -40,7 +41,7 @@ def predict(
 ) -> list[list[tuple[str, float]]]:
     """For each image, its ``top_k`` (class name, probability) pairs, most probable first."""
     if top_k < 1:
-        raise ValueError(f"top-k must be >= 1, got {top_k}")
+        raise ArgumentError(f"top-k must be >= 1, got {top_k}")
     images = [load_image(p) for p in image_paths]  # every file is read before the model is loaded
     model = open_model(model_path, weights, onednn, threads, program, log=log)
     names, size = model.class_names, model.input_size

@@ -32,7 +32,9 @@ import paddle
 
 from .config import NON_COMPUTATIONAL, ConfigError, load_config, save_config
 from .data import class_names, classes_of
+from .errors import ArgumentError, CheckpointError, DataError, PathError
 from .io import atomic_paddle_save, atomic_write_json, remove_temp_files
+from .layers.messages import listed
 from .models import load_weights
 from .models.from_config import build_from_config
 
@@ -60,10 +62,10 @@ def is_run_dir(path: str | Path) -> bool:
 
 
 def read_config_path(run_dir: str | Path) -> Path:
-    """The path of a run's saved config; a ConfigError when ``run_dir`` holds none."""
+    """The path of a run's saved config; a PathError when ``run_dir`` holds none."""
     path = Path(run_dir) / CONFIG
     if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory: {path} is missing (train one with python -m simam_paddle.train)")
+        raise PathError(f"{run_dir} is not a run directory: {path} is missing (train one with python -m simam_paddle.train)")
     return path
 
 
@@ -100,14 +102,13 @@ def resolve_classes(config: dict) -> list[str]:
     try:
         classes = classes_of(config["data"]["root"])
     except (FileNotFoundError, ValueError) as exc:
-        raise ConfigError(f"data: {exc}") from exc
+        raise DataError(f"data: {exc}") from exc
     wanted = config["model"]["num_classes"]
     if wanted is None:
         config["model"]["num_classes"] = len(classes)
     elif wanted != len(classes):
-        listed = ", ".join(classes[:12]) + (f" and {len(classes) - 12} more" if len(classes) > 12 else "")
         raise ConfigError(f"model.num_classes={wanted}, but data.root {config['data']['root']} holds {len(classes)} "
-                          f"classes ({listed}); set model.num_classes={len(classes)}, or null to follow the data")
+                          f"classes ({listed(classes, 12)}); set model.num_classes={len(classes)}, or null to follow the data")
     return classes
 
 
@@ -126,21 +127,21 @@ def run_classes(run_dir: str | Path, config: dict) -> list[str]:
             try:
                 return classes_of(config["data"]["root"])
             except (FileNotFoundError, ValueError) as exc:
-                raise ConfigError(f"{run_dir} has no {CLASSES} and model.num_classes is null; its data.root does not "
+                raise PathError(f"{run_dir} has no {CLASSES} and model.num_classes is null; its data.root does not "
                                   f"tell the classes either: {exc}") from exc
         return class_names(wanted)
     names = json.loads(path.read_text())
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ConfigError(f"{path}: expected a JSON list of class names")
+        raise PathError(f"{path}: expected a JSON list of class names")
     if wanted is not None and len(names) != wanted:
-        raise ConfigError(f"{path} names {len(names)} classes, but the run's model.num_classes is {wanted}")
+        raise PathError(f"{path} names {len(names)} classes, but the run's model.num_classes is {wanted}")
     return names
 
 
 def load_run_model(run_dir: str | Path, weights: str = "best") -> tuple[paddle.nn.Layer, dict]:
     """The model of a run with its ``best`` or ``final`` weights (checked to fit), in eval mode, and the run's config."""
     if weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+        raise ArgumentError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     config = read_config(run_dir)
     if config["model"]["num_classes"] is None:
         config["model"]["num_classes"] = len(run_classes(run_dir, config))
@@ -280,7 +281,7 @@ def resume_state(out: Path, config: dict, model, optimizer) -> dict:
     try:
         ckpt = paddle.load(str(path))
     except Exception as exc:  # a corrupt file is not expected (atomic writes), but say what failed
-        raise ConfigError(f"cannot read the checkpoint {path}: {exc}") from exc
+        raise CheckpointError(f"cannot read the checkpoint {path}: {exc}") from exc
     check_resumable(ckpt["state"]["config"], config, path)
     load_weights(model, ckpt["model"], model_name=config["model"]["name"], source=str(path))
     inverse = {v: k for k, v in _names(model).items()}

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from .config import ConfigError, apply_overrides, load_config
+from .config import apply_overrides, load_config
+from .errors import ArgumentError, MissingDependency, PathError
 from .layers import simam_deploy
 from .layers.custom_ops import available_cores
 from .run_dir import is_run_dir, load_run_model, read_config, run_classes
@@ -63,10 +64,10 @@ def read_export_meta(path: str | Path) -> tuple[Path, dict]:
     folder = folder if folder.is_dir() else folder.parent
     meta_path = folder / META_FILE
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{path} is not an export of simam_paddle.export: {meta_path} is missing")
+        raise PathError(f"{path} is not an export of simam_paddle.export: {meta_path} is missing")
     meta = json.loads(meta_path.read_text())
     if meta.get("format") not in FORMATS:
-        raise ConfigError(f"{meta_path}: unknown format {meta.get('format')!r}; expected one of {', '.join(FORMATS)}")
+        raise PathError(f"{meta_path}: unknown format {meta.get('format')!r}; expected one of {', '.join(FORMATS)}")
     return folder, meta
 
 
@@ -76,7 +77,7 @@ def require_onnx():
         import onnxruntime
         import paddle2onnx
     except ImportError as exc:
-        raise ConfigError(
+        raise MissingDependency(
             f"ONNX export needs paddle2onnx and onnxruntime ({exc.name} is not installed): pip install 'simam-paddle[export]'"
         ) from None
     return paddle2onnx, onnxruntime
@@ -100,7 +101,7 @@ def engine_threads(threads: int | None = None) -> int:
     if threads is None:
         return available_cores()
     if threads < 1:
-        raise ConfigError(f"engine threads must be >= 1, got {threads}")
+        raise ArgumentError(f"engine threads must be >= 1, got {threads}")
     return int(threads)
 
 
@@ -115,16 +116,16 @@ def choose_program(folder: Path, program: str = "auto") -> tuple[Path, str]:
     the operator's library, else model.json; "simam_op" insists on the former, "standard" takes model.json.
     """
     if program not in PROGRAMS:
-        raise ConfigError(f"unknown program {program!r}; expected one of {', '.join(PROGRAMS)}")
+        raise ArgumentError(f"unknown program {program!r}; expected one of {', '.join(PROGRAMS)}")
     fused = simam_op_program(folder)
     if program == "simam_op" and fused is None:
-        raise ConfigError(f"{folder} holds no {SIMAM_OP_PREFIX} program: export it again where the SimAM "
+        raise PathError(f"{folder} holds no {SIMAM_OP_PREFIX} program: export it again where the SimAM "
                           "deployment operator builds (see simam_paddle.layers.simam_deploy)")
     if fused is not None and program != "standard":
         if simam_deploy.prepare():
             return fused, "SimAM operator"
         if program == "simam_op":
-            raise ConfigError(f"the SimAM deployment operator is unavailable: {simam_deploy.status()['error']}")
+            raise ArgumentError(f"the SimAM deployment operator is unavailable: {simam_deploy.status()['error']}")
     return program_file(folder), "standard operators"
 
 
@@ -250,7 +251,7 @@ def open_model(path: str | Path, weights: str = "best", onednn: bool = True, thr
                        f"engine: {runner.engine})")
         opened = OpenModel(runner, meta["class_names"], int(meta["input"]["shape"][2]), description, config, meta)
     else:
-        raise FileNotFoundError(
+        raise PathError(
             f"{path} is neither a run directory (no config.yaml) nor an export of simam_paddle.export (no export.json)"
         )
     apply_overrides(opened.config, overrides)

@@ -31,7 +31,7 @@ from . import fastconv, run_dir
 from .config import ConfigError, check_config, describe, load_config
 from .data import Mixup, build_loader, evenly_spaced_images, set_loader_epoch
 from .distributed import all_reduce_sum
-from .errors import TrainingDiverged
+from .errors import DataError, MissingDependency, TrainingDiverged
 from .evaluate import evaluate, model_throughput
 from .io import atomic_paddle_save, atomic_write_json
 from .layers import SimAM, simam_kernel
@@ -105,7 +105,8 @@ def check_environment(config: dict) -> None:
         try:
             import visualdl  # noqa: F401
         except ImportError:
-            raise ConfigError("train.visualdl=true needs VisualDL: pip install visualdl (or set train.visualdl=false)") from None
+            raise MissingDependency("train.visualdl=true needs VisualDL: pip install visualdl "
+                                    "(or set train.visualdl=false)") from None
 
 
 def new_history(config: dict, model: paddle.nn.Layer, steps_per_epoch: int) -> dict:
@@ -167,8 +168,8 @@ class Trainer:
         try:
             self.train_loader = build_loader(config, "train", distributed=self.world > 1)
             self.val_loader = build_loader(config, "val", distributed=self.world > 1)
-        except ValueError as exc:  # bad data (not an image, not CIFAR-10, too few images): a config problem
-            raise ConfigError(f"data: {exc}") from exc
+        except ValueError as exc:  # bad data (not an image, not CIFAR-10, too few images)
+            raise DataError(f"data: {exc}") from exc
         self.model = build_from_config(config)
         self.notes = []  # said once the log is open
         pretrained = None

@@ -3,8 +3,8 @@
     python -m simam_paddle.visualize RUN_DIR [--output PNG] [--num-images 6] [--weights best|final]
 
 The input x of every SimAM layer is collected with a forward pre-hook; its weight, sigmoid(e) with
-e = (x - mu)^2 / (4 (var + lambda)) + 0.5 (docs/recipe.md; ``simam_weight``), is averaged over the channels,
-upsampled to the image (bilinear) and laid over it: bright = weighted up = attended. The weights are
+e = (x - mu)^2 / (4 (var + lambda)) + 0.5 (docs/recipe.md; the library's ``simam_weight``), is averaged
+over the channels, upsampled to the image (bilinear) and laid over it: bright = weighted up = attended. The weights are
 at least sigmoid(0.5) ~= 0.62 everywhere and a channel average varies little, so each panel is
 coloured over its own range, printed under it. The images are the run's test images (real ones from
 an image-folder ``data.root``, else rendered; see ``data/samples.py``), each row titled with the model's
@@ -28,8 +28,10 @@ from matplotlib.figure import Figure
 
 from .data import sample_images
 from .data.transforms import SIZE
+from .errors import ArgumentError
 from .io import atomic_savefig
 from .layers import SimAM
+from .layers.simam import simam_weight
 from .losses import softmax
 from .run_dir import ATTENTION, load_run_model, run_classes
 
@@ -39,27 +41,16 @@ DPI = 100
 OVERLAY_ALPHA = 0.55
 
 
-def simam_weight(x: np.ndarray, e_lambda: float) -> np.ndarray:
-    """SimAM's weight sigmoid(e) for x [B, C, H, W], in float64; a 1x1 map has variance 0, so e = 0.5."""
-    x = np.asarray(x, dtype=np.float64)
-    n = x.shape[2] * x.shape[3] - 1
-    d2 = (x - x.mean(axis=(2, 3), keepdims=True)) ** 2
-    var = d2.sum(axis=(2, 3), keepdims=True) / max(n, 1)  # n == 0: d2 is exactly 0, var = 0 as in the layer
-    e = d2 / (4 * (var + e_lambda)) + 0.5
-    return 1 / (1 + np.exp(-e))
-
-
 def attention_maps(model: paddle.nn.Layer, batch: np.ndarray) -> tuple[list[tuple[str, np.ndarray]], np.ndarray]:
     """Per SimAM layer (in call order) its name and channel-averaged weights [B, h, w]; and the logits."""
     layers = [(name, layer) for name, layer in model.named_sublayers() if isinstance(layer, SimAM)]
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no SimAM layer: there is no attention to show")
+        raise ArgumentError(f"{type(model).__name__} has no SimAM layer: there is no attention to show")
     names = {id(layer): name for name, layer in layers}
     seen: list[tuple[str, np.ndarray]] = []
 
     def record(layer, inputs):
-        x = inputs[0].numpy()
-        seen.append((names[id(layer)], simam_weight(x, layer.e_lambda).mean(axis=1)))
+        seen.append((names[id(layer)], simam_weight(inputs[0], layer.e_lambda).mean(axis=1).numpy()))
 
     hooks = [layer.register_forward_pre_hook(record) for _, layer in layers]
     try:

@@ -13,7 +13,7 @@ from helpers import make_run_dir, paddle_inference, reference_simam, unbuildable
 
 from simam_paddle import export as export_module
 from simam_paddle import runner
-from simam_paddle.config import ConfigError
+from simam_paddle.errors import ArgumentError, PathError
 from simam_paddle.layers import simam_deploy
 from simam_paddle.layers.simam import SimAM, deploy_operator
 
@@ -194,7 +194,7 @@ def test_no_simam_op_writes_only_standard_operators(tmp_path):
     run = make_run_dir(tmp_path / "run", "model.name=resnet18_simam")
     assert export_module.main([str(run), "--format", "paddle", "--num-images", "2", "--no-simam-op"]) == 0
     assert not (run / "export" / "paddle" / "model_simam_op.json").exists()
-    with pytest.raises(ConfigError, match="holds no model_simam_op program"):
+    with pytest.raises(PathError, match="holds no model_simam_op program"):
         runner.paddle_runner(run / "export" / "paddle", program="simam_op")
 
 
@@ -223,7 +223,7 @@ def test_an_export_with_the_operator_falls_back_where_the_library_is_missing(tmp
     folder = run / "export" / "paddle"
     unbuildable(monkeypatch, simam_deploy, "gone")
     assert "model.json (standard operators)" in runner.paddle_runner(folder).engine
-    with pytest.raises(ConfigError, match="deployment operator is unavailable: gone"):
+    with pytest.raises(ArgumentError, match="deployment operator is unavailable: gone"):
         runner.paddle_runner(folder, program="simam_op")
 
 
