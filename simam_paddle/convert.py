@@ -1,6 +1,8 @@
 """Convert a PyTorch checkpoint of a SimAM ResNet or MobileNetV2 into Paddle weights.
 
-    python -m simam_paddle.convert CHECKPOINT --model resnet50_simam --output resnet50_simam.pdparams
+    python -m simam_paddle.convert CHECKPOINT --model resnet50_simam [--output DIR] [-o model.e_lambda=0.1]
+
+writes ``DIR/resnet50_simam.pdparams`` (DIR: the current folder by default).
 
 Made for the ImageNet checkpoints of the SimAM paper's official code (ResNet-18/34/50/101 and
 MobileNetV2 with SimAM, lambda 0.1): the output loads into ``build_model(NAME, num_classes=1000,
@@ -37,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import load_config
 from .errors import ArgumentError, CheckpointError
 from .io import atomic_paddle_save
 from .layers.messages import listed
@@ -110,13 +113,14 @@ def check_fit(converted: dict[str, tuple[str, np.ndarray]], own: dict, where: st
                               "and plain or _simam, of the network the checkpoint was trained as")
 
 
-def convert(checkpoint: str | Path, model: str, output: str | Path, e_lambda: float | None = None,
+def convert(checkpoint: str | Path, model: str, output: str | Path = ".", e_lambda: float | None = None,
             overwrite: bool = False) -> dict:
-    """Convert ``checkpoint`` into Paddle weights for ``model`` at ``output``; return what was done.
-    ``e_lambda``: of the SimAM model built for the check (default: the official lambda of its record)."""
+    """Convert ``checkpoint`` into Paddle weights for ``model``, written as ``<model>.pdparams`` into the
+    folder ``output``; return what was done. ``e_lambda``: of the SimAM model built for the check
+    (default: the official lambda of its record)."""
     family = _family(model)
     classifier = MODELS[model].head[0]
-    output = Path(output)
+    output = Path(output) / f"{model}.pdparams"
     if output.exists() and not overwrite:
         raise ArgumentError(f"{output} already exists; pass --overwrite to replace it, or choose another --output")
     where = str(checkpoint)
@@ -133,6 +137,7 @@ def convert(checkpoint: str | Path, model: str, output: str | Path, e_lambda: fl
     check_fit(converted, own, where, model)
     weights = {k: array.astype(own[k].numpy().dtype) for k, (_, array) in converted.items()}
     load_weights(net, weights, model_name=model, source=where)
+    output.parent.mkdir(parents=True, exist_ok=True)
     atomic_paddle_save(net.state_dict(), output)
     return {"model": model, "num_classes": num_classes, "tensors": len(weights), "output": str(output),
             "options": options}
@@ -143,14 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint", help="the PyTorch checkpoint (torch.save's zip format), e.g. the official SimAM ImageNet ones")
     p.add_argument("--model", required=True, choices=CONVERTIBLE, metavar="NAME",
                    help=f"the network the checkpoint holds, as build_model names it: {', '.join(CONVERTIBLE)}")
-    p.add_argument("--output", required=True, help="the .pdparams file to write")
-    p.add_argument("--e-lambda", type=float, default=None,
-                   help=f"SimAM lambda of the model built for the check (default {OFFICIAL_LAMBDA}, the official runs')")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    cli.add_output(p, "NAME.pdparams", "the current folder")
+    cli.add_overrides(p, f"the SimAM lambda of the model built for the check (default {OFFICIAL_LAMBDA}, the official runs')",
+                      "model.e_lambda=0.1")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing NAME.pdparams in --output")
     args = p.parse_args(argv)
 
     def work() -> None:
-        done = convert(args.checkpoint, args.model, args.output, args.e_lambda, args.overwrite)
+        overrides = cli.overrides(args.override, "convert", ("model.e_lambda",), "convert builds the model --model names")
+        e_lambda = load_config(None, overrides)["model"]["e_lambda"] if overrides else None
+        done = convert(args.checkpoint, args.model, args.output or ".", e_lambda, args.overwrite)
         built = ", ".join(f"{k}={v}" for k, v in {"num_classes": done["num_classes"], **done["options"]}.items())
         print(f"wrote {done['output']}: {done['tensors']} tensors of {args.checkpoint} as {done['model']} "
               f"({done['num_classes']} classes); load it with build_model({done['model']!r}, {built}), or fine-tune "

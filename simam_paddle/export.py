@@ -1,7 +1,11 @@
 """Export a trained run for deployment, Paddle Inference or ONNX, checked against the run's own model.
 
-    python -m simam_paddle.export RUN_DIR --format paddle|onnx [--weights best|final] [--output DIR] [--overwrite]
-                                  [--num-images 16] [--tolerance 1e-4] [--no-simam-op]
+    python -m simam_paddle.export PATH --format paddle|onnx [--weights best|final] [--output DIR] [--overwrite]
+                                  [--num-images 16] [--tolerance 1e-4] [--program auto|simam_op|standard]
+                                  [-o data.KEY=VALUE]
+
+PATH is a run directory; ``-o`` sets the data keys of its config that the check's test images come
+from (``data.root``, when the run's data has moved).
 
 Writes (default ``RUN_DIR/export/<format>/``):
 
@@ -15,7 +19,8 @@ A Paddle export of a model with SimAM holds two programs with the same weights (
 and ``model_simam_op.json``, where each SimAM (with the ReLU and max-pool after it) is the
 ``simam_deploy`` operator of this package (``simam_paddle.layers.simam_deploy``): CPU only, in a process
 that has loaded its library, and the fast one there (BENCHMARKS.md, "Deployment"). It is written
-where the library builds, unless ``--no-simam-op``; ``simam_paddle.runner.paddle_runner`` runs it where it
+where the library builds (``--program auto``, the default), always (``simam_op``: an error where it
+does not build) or never (``standard``); ``simam_paddle.runner.paddle_runner`` runs it where it
 can and ``model.json`` elsewhere.
 
 The input is a float32 batch [N, 3, S, S] with any N (S = the run's ``data.image_size``, 128 in the
@@ -55,6 +60,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
+from .config import apply_overrides
 from .data import sample_images
 from .data.transforms import MEAN, STD
 from .errors import ArgumentError, ExportError
@@ -67,6 +73,7 @@ from .runner import (
     META_FILE,
     ONNX_FILE,
     PARAMS_FILE,
+    PROGRAMS,
     SIMAM_OP_PREFIX,
     Runner,
     export_runner,
@@ -102,11 +109,18 @@ def has_simam(model: paddle.nn.Layer) -> bool:
     return any(isinstance(layer, SimAM) for layer in model.sublayers(include_self=True))
 
 
-def write_paddle(model: paddle.nn.Layer, folder: Path, size: int, simam_op: bool = True) -> None:
-    """model.json + model.pdiparams; with ``simam_op`` and SimAM in the model, also model_simam_op.json
-    where the SimAM deployment operator is available (else a warning: standard operators only)."""
+def write_paddle(model: paddle.nn.Layer, folder: Path, size: int, program: str = "auto") -> None:
+    """model.json + model.pdiparams, and with SimAM in the model model_simam_op.json: for ``program``
+    "auto" where the SimAM deployment operator is available, for "simam_op" always (an ArgumentError
+    where it is not), for "standard" never."""
+    if program not in PROGRAMS:
+        raise ArgumentError(f"unknown program {program!r}; expected one of {', '.join(PROGRAMS)}")
+    if program == "simam_op" and not has_simam(model):
+        raise ArgumentError("--program simam_op: the model has no SimAM layer to write as the SimAM operator")
+    if program == "simam_op" and not simam_deploy.prepare():
+        raise ArgumentError(f"--program simam_op: the SimAM deployment operator is unavailable: {simam_deploy.status()['error']}")
     _jit_save(model, folder / "model", size)
-    if not (simam_op and has_simam(model) and simam_deploy.prepare()):
+    if program == "standard" or not (has_simam(model) and simam_deploy.prepare()):
         return
     with deploy_operator():
         _jit_save(model, folder / SIMAM_OP_PREFIX, size)
@@ -187,11 +201,13 @@ def export(
     num_images: int = 16,
     tolerance: float = TOLERANCE,
     log: Callable[[str], None] = print,
-    simam_op: bool = True,
+    program: str = "auto",
+    overrides: list[str] | tuple[str, ...] = (),
 ) -> dict:
     """Export a run's model in ``fmt`` (paddle | onnx), check it, and return what export.json holds.
 
-    ``simam_op``: also write the program with the SimAM operator (Paddle format; see the module docstring)."""
+    ``program``: whether to write the program with the SimAM operator too (Paddle format: ``write_paddle``);
+    ``overrides``: ``data.KEY=VALUE`` for the run's config, whose data gives the check's test images."""
     if fmt not in FORMATS:
         raise ArgumentError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if not tolerance >= 0:
@@ -202,6 +218,7 @@ def export(
     if output.exists() and not overwrite and not (output.is_dir() and not any(output.iterdir())):
         raise ArgumentError(f"{output} already exists; pass --overwrite to replace it, or choose another --output")
     model, config = load_run_model(run_dir, weights)
+    apply_overrides(config, overrides)
     names, size = run_classes(run_dir, config), config["data"]["image_size"]
     samples = sample_images(config, num_images)
     batch = samples.batch()
@@ -216,7 +233,7 @@ def export(
     try:
         try:
             if fmt == "paddle":
-                write_paddle(model, staging, size, simam_op)
+                write_paddle(model, staging, size, program)
             else:
                 write_onnx(model, staging, size)
             # the program each runner takes by default first (its check is export.json's "check")
@@ -278,20 +295,27 @@ def export(
 
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser("export", "Export a trained run for Paddle Inference or ONNX, checked against the run's model on test images.")
-    p.add_argument("run_dir", help="run directory (config.yaml + best_model.pdparams / final_model.pdparams)")
+    cli.add_path(p)
     p.add_argument("--format", required=True, choices=FORMATS,
                    help="paddle: paddle.jit.save for paddle.inference; onnx: via paddle2onnx")
     cli.add_weights(p)
-    p.add_argument("--output", default=None, help="folder to write (default: RUN_DIR/export/<format>)")
+    cli.add_output(p, "the export", "PATH/export/<format>")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export at --output")
     p.add_argument("--num-images", type=int, default=16, help="test images for the check (default: 16)")
     p.add_argument("--tolerance", type=float, default=TOLERANCE,
                    help=f"largest allowed |logit difference| (default: {TOLERANCE:g})")
-    p.add_argument("--no-simam-op", dest="simam_op", action="store_false",
-                   help=f"paddle format: write only model.json, without {SIMAM_OP_PREFIX}.json (SimAM as one operator)")
+    p.add_argument("--program", choices=PROGRAMS, default="auto",
+                   help=f"paddle format: also write {SIMAM_OP_PREFIX}.json (SimAM as one operator) where it builds (auto, "
+                        "the default), always (simam_op), or only model.json (standard)")
+    cli.add_overrides(p, "a data key of the run, for the check's test images")
     args = p.parse_args(argv)
-    return cli.run(lambda: export(args.run_dir, args.format, args.weights, args.output, args.overwrite,
-                                  args.num_images, args.tolerance, simam_op=args.simam_op) and None)
+
+    def work() -> None:
+        overrides = cli.overrides(args.override, "export", ("data",), "the model is exported as it was trained")
+        export(args.path, args.format, args.weights, args.output, args.overwrite, args.num_images, args.tolerance,
+               program=args.program, overrides=overrides)
+
+    return cli.run(work)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def predict(
 
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser("predict", "Top-k classes of image files, from a run or an export.")
-    p.add_argument("model", help="run directory, or export folder of simam_paddle.export")
+    cli.add_path(p, exports=True)
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
     cli.add_weights(p)
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def work() -> None:
-        results = predict(args.model, args.images, args.top_k, args.weights, args.onednn, args.threads,
+        results = predict(args.path, args.images, args.top_k, args.weights, args.onednn, args.threads,
                           log=lambda line: print(line, file=sys.stderr), program=args.program)
         for path, top in zip(args.images, results):
             print(f"{path}: " + ", ".join(f"{name} {prob:.4f}" for name, prob in top))

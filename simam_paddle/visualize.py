@@ -1,6 +1,6 @@
 """Pictures of SimAM's attention: test images beside the weights that each SimAM layer gives them.
 
-    python -m simam_paddle.visualize RUN_DIR [--output PNG] [--num-images 6] [--weights best|final]
+    python -m simam_paddle.visualize PATH [--output DIR] [--num-images 6] [--weights best|final] [-o data.KEY=VALUE]
 
 The input x of every SimAM layer is collected with a forward pre-hook; its weight, sigmoid(e) with
 e = (x - mu)^2 / (4 (var + lambda)) + 0.5 (docs/recipe.md; the library's ``simam_weight``), is averaged
@@ -8,8 +8,8 @@ over the channels, upsampled to the image (bilinear) and laid over it: bright = 
 at least sigmoid(0.5) ~= 0.62 everywhere and a channel average varies little, so each panel is
 coloured over its own range, printed under it. The images are the run's test images (real ones from
 an image-folder ``data.root``, else rendered; see ``data/samples.py``), each row titled with the model's
-prediction (and the true class where known). Written as a PNG (matplotlib, Agg), by default to
-``RUN_DIR/attention.png``, of exactly ``figure_pixels(images, layers)`` pixels.
+prediction (and the true class where known). Written as ``attention.png`` (matplotlib, Agg) into
+``--output`` (default: the run directory PATH), of exactly ``figure_pixels(images, layers)`` pixels.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 import paddle
 from matplotlib.figure import Figure
 
+from .config import apply_overrides
 from .data import sample_images
 from .data.transforms import SIZE
 from .errors import ArgumentError
@@ -100,9 +101,12 @@ def draw(images: list[np.ndarray], maps: list[tuple[str, np.ndarray]], titles: l
     return fig
 
 
-def visualize(run_dir: str | Path, output: str | Path | None = None, num_images: int = 6, weights: str = "best") -> Path:
-    """Write the attention figure of a run; returns its path."""
+def visualize(run_dir: str | Path, output: str | Path | None = None, num_images: int = 6, weights: str = "best",
+              overrides: list[str] | tuple[str, ...] = ()) -> Path:
+    """Write the attention figure of a run as ``attention.png`` into the folder ``output`` (default: the
+    run directory); return its path. ``overrides``: ``data.KEY=VALUE`` for the test images."""
     model, config = load_run_model(run_dir, weights)
+    apply_overrides(config, overrides)
     samples = sample_images(config, num_images)
     maps, logits = attention_maps(model, samples.batch())
     names = run_classes(run_dir, config)
@@ -111,7 +115,8 @@ def visualize(run_dir: str | Path, output: str | Path | None = None, num_images:
     for label, p in zip(samples.labels, probs):
         guess = f"pred: {names[int(p.argmax())]} {p.max():.2f}"
         titles.append(guess if label is None else f"true: {names[label]}\n{guess}")
-    output = Path(output) if output is not None else Path(run_dir) / ATTENTION
+    output = Path(output if output is not None else run_dir) / ATTENTION
+    output.parent.mkdir(parents=True, exist_ok=True)
     atomic_savefig(draw(samples.images, maps, titles), output, dpi=DPI)
     print(f"wrote {output}: {len(samples.images)} images ({samples.source}) x {len(maps)} SimAM layers")
     return output
@@ -119,12 +124,19 @@ def visualize(run_dir: str | Path, output: str | Path | None = None, num_images:
 
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser("visualize", "Test images beside the attention weights of each SimAM layer, as a PNG.")
-    p.add_argument("run_dir", help="run directory of a model with SimAM layers")
-    p.add_argument("--output", default=None, help="PNG file to write (default: RUN_DIR/attention.png)")
+    cli.add_path(p)
+    cli.add_output(p, f"{ATTENTION} (a PNG)", "PATH")
     p.add_argument("--num-images", type=int, default=6, help="number of test images, one per row (default: 6)")
     cli.add_weights(p)
+    cli.add_overrides(p, "a data key of the run, for the test images")
+
     args = p.parse_args(argv)
-    return cli.run(lambda: visualize(args.run_dir, args.output, args.num_images, args.weights) and None)
+
+    def work() -> None:
+        overrides = cli.overrides(args.override, "visualize", ("data",), "the model is shown as it was trained")
+        visualize(args.path, args.output, args.num_images, args.weights, overrides)
+
+    return cli.run(work)
 
 
 if __name__ == "__main__":

@@ -81,8 +81,8 @@ def test_a_pickled_callable_is_refused_and_never_called(tmp_path):
                                               r"untrusted input"):
         read_torch_checkpoint(path)
     assert not marker.exists()
-    proc = run_tool("convert", path, "--model", "resnet18_simam", "--output", tmp_path / "out.pdparams", check=False)
-    assert proc.returncode == 2 and "os.system" in proc.stderr and not (tmp_path / "out.pdparams").exists()
+    proc = run_tool("convert", path, "--model", "resnet18_simam", "--output", tmp_path / "out", check=False)
+    assert proc.returncode == 2 and "os.system" in proc.stderr and not (tmp_path / "out").exists()
 
 
 def test_a_storage_shorter_than_its_tensor_is_refused(tmp_path):
@@ -221,10 +221,11 @@ def test_converted_official_models_give_pytorchs_logits(name, classes, tmp_path)
     model = randomised(torch_models()[name](0.1, num_classes=classes))
     state = {f"module.{k}": v for k, v in model.state_dict().items()}  # saved from a DataParallel model
     torch.save({"epoch": 90, "arch": name, "state_dict": state, "best_prec1": torch.tensor(71.3)}, tmp_path / "ckpt.pth.tar")
-    done = convert(tmp_path / "ckpt.pth.tar", name, tmp_path / "out.pdparams")
+    done = convert(tmp_path / "ckpt.pth.tar", name, tmp_path / "out")
     assert done["num_classes"] == classes
     paddle_model = build_model(name, num_classes=classes, e_lambda=0.1)
-    paddle_model.set_state_dict(paddle.load(str(tmp_path / "out.pdparams")))
+    assert done["output"] == str(tmp_path / "out" / f"{name}.pdparams")
+    paddle_model.set_state_dict(paddle.load(done["output"]))
     paddle_model.eval()
     x = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
     with torch.no_grad():
@@ -242,26 +243,26 @@ def test_the_command_line_converts_and_refuses_a_checkpoint_of_another_model(tmp
 
     model = torch_models()["resnet18_simam"](0.1, num_classes=10)
     torch.save(model.state_dict(), tmp_path / "r18.pth")
-    out = tmp_path / "r18.pdparams"
-    proc = run_tool("convert", tmp_path / "r18.pth", "--model", "resnet18_simam", "--output", out)
+    out = tmp_path / "resnet18_simam.pdparams"
+    proc = run_tool("convert", tmp_path / "r18.pth", "--model", "resnet18_simam", "--output", tmp_path)
     assert "10 classes" in proc.stdout and "model.pretrained" in proc.stdout
     weights = paddle.load(str(out))
     np.testing.assert_array_equal(weights["fc.weight"].numpy(), model.fc.weight.detach().numpy().T)
     np.testing.assert_array_equal(weights["layer1.0.conv2.weight"].numpy(), model.layer1[0].conv2[0].weight.detach().numpy())
     np.testing.assert_array_equal(weights["bn1._variance"].numpy(), model.bn1.running_var.numpy())
-    again = run_tool("convert", tmp_path / "r18.pth", "--model", "resnet18_simam", "--output", out, check=False)
+    again = run_tool("convert", tmp_path / "r18.pth", "--model", "resnet18_simam", "--output", tmp_path, check=False)
     assert again.returncode == 2 and "already exists" in again.stderr
-    wrong = run_tool("convert", tmp_path / "r18.pth", "--model", "resnet34_simam", "--output", tmp_path / "x.pdparams",
+    wrong = run_tool("convert", tmp_path / "r18.pth", "--model", "resnet34_simam", "--output", tmp_path / "x",
                      check=False)
     assert wrong.returncode == 2 and "does not fit resnet34_simam" in wrong.stderr
     assert "missing (Paddle names): layer1.2.bn1._mean" in wrong.stderr
-    assert not (tmp_path / "x.pdparams").exists()
+    assert not (tmp_path / "x" / "resnet34_simam.pdparams").exists()
     state = model.state_dict()
     state["layer2.0.conv2.0.weight"] = torch.zeros(128, 128, 1, 1)
     del state["layer4.1.bn2.running_var"]
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(CheckpointError) as err:
-        convert(tmp_path / "broken.pth", "resnet18_simam", tmp_path / "y.pdparams")
+        convert(tmp_path / "broken.pth", "resnet18_simam", tmp_path / "y")
     message = str(err.value)
     assert "missing (Paddle names): layer4.1.bn2._variance" in message
     assert "layer2.0.conv2.0.weight [128, 128, 1, 1]" in message and "[128, 128, 3, 3]" in message
@@ -276,7 +277,7 @@ def test_a_checkpoint_with_an_object_of_another_kind_is_refused(tmp_path):
     model = torch_models()["resnet18_simam"](0.1, num_classes=10)
     torch.save({"state_dict": model.state_dict(), "args": argparse.Namespace(lr=0.1)}, tmp_path / "with_args.pth")
     with pytest.raises(CheckpointError, match=r"pickled argparse\.Namespace, which this reader refuses"):
-        convert(tmp_path / "with_args.pth", "resnet18_simam", tmp_path / "z.pdparams")
+        convert(tmp_path / "with_args.pth", "resnet18_simam", tmp_path / "z")
 
 
 @needs_torch
@@ -306,11 +307,11 @@ def test_a_converted_checkpoint_fine_tunes_on_an_image_folder(tmp_path):
 
     model = randomised(torch_models()["resnet18_simam"](0.1, num_classes=1000))
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "official.pth.tar")
-    run_tool("convert", tmp_path / "official.pth.tar", "--model", "resnet18_simam", "--output", tmp_path / "r18.pdparams")
+    run_tool("convert", tmp_path / "official.pth.tar", "--model", "resnet18_simam", "--output", tmp_path)
     root = write_learnable_image_folder(tmp_path / "data", 4, 2, classes=["cat", "dog", "fox"], val_folder="val")
     out = tmp_path / "run"
     run_train("-o", "model.name=resnet18_simam", "-o", "model.e_lambda=0.1",
-              "-o", f"model.pretrained={tmp_path / 'r18.pdparams'}", "-o", "data.image_size=32",
+              "-o", f"model.pretrained={tmp_path / 'resnet18_simam.pdparams'}", "-o", "data.image_size=32",
               "-o", f"data.root={root}", "-o", f"train.output_dir={out}", "-o", "data.batch_size=4",
               "-o", "data.num_workers=0", "-o", "train.epochs=1", "-o", "train.throughput_batches=1")
     log = (out / "train.log").read_text()

@@ -190,9 +190,9 @@ def test_a_plain_model_gets_no_second_program(tmp_path):
     assert "model_simam_op.json" not in meta["files"] and "standard_program" not in meta["check"]
 
 
-def test_no_simam_op_writes_only_standard_operators(tmp_path):
+def test_export_program_standard_writes_only_standard_operators(tmp_path):
     run = make_run_dir(tmp_path / "run", "model.name=resnet18_simam")
-    assert export_module.main([str(run), "--format", "paddle", "--num-images", "2", "--no-simam-op"]) == 0
+    assert export_module.main([str(run), "--format", "paddle", "--num-images", "2", "--program", "standard"]) == 0
     assert not (run / "export" / "paddle" / "model_simam_op.json").exists()
     with pytest.raises(PathError, match="holds no model_simam_op program"):
         runner.paddle_runner(run / "export" / "paddle", program="simam_op")

@@ -56,8 +56,8 @@ def test_png_of_real_images_has_the_expected_size(tmp_path, cifar10_jpeg):
 
 def test_command_line_with_rendered_images(tmp_path, capsys):
     run = make_run_dir(tmp_path / "run", "model.name=resnet18_simam", weights=("final",))
-    out = tmp_path / "figures" / "resnet.png"
-    assert main([str(run), "--output", str(out), "--num-images", "2", "--weights", "final"]) == 0
+    out = tmp_path / "figures" / "attention.png"  # --output is the folder
+    assert main([str(run), "--output", str(out.parent), "--num-images", "2", "--weights", "final"]) == 0
     assert "2 images (2 rendered 32x32 images" in capsys.readouterr().out
     width, height = figure_pixels(2, 8)
     assert cv2.imread(str(out)).shape == (height, width, 3)
