@@ -55,7 +55,7 @@ from simam_paddle.models import load_weights  # noqa: E402
 from simam_paddle.models.from_config import build_from_config  # noqa: E402
 from simam_paddle.run_dir import WEIGHTS, is_run_dir, save_run_config  # noqa: E402
 from simam_paddle.runner import engine_threads, open_model  # noqa: E402
-from simam_paddle.timing import interleaved_medians  # noqa: E402
+from simam_paddle.timing import measure  # noqa: E402
 
 PAIRS = (("alexnet", "alexnet_simam"), ("resnet18", "resnet18_simam"))
 SETTINGS = ("default Config", "oneDNN on", "oneDNN off", "onnxruntime")
@@ -112,17 +112,21 @@ def time_pair(pair, exported, setting, program, threads, rounds, warmup, batch, 
     rng = np.random.default_rng(0)
     big = rng.standard_normal((batch, 3, 128, 128)).astype(np.float32)
     one = rng.standard_normal((1, 3, 128, 128)).astype(np.float32)
-    throughput = interleaved_medians({n: (lambda r=r: r(big)) for n, r in runners.items()}, rounds, warmup)
+    throughput = measure({n: (lambda r=r: r(big)) for n, r in runners.items()}, rounds, warmup)
+    print(f"  throughput: {throughput.conditions()}", flush=True)
 
     def calls(r):
         for _ in range(latency_calls):
             r(one)
 
-    latency = interleaved_medians({n: (lambda r=r: calls(r)) for n, r in runners.items()}, latency_rounds, warmup)
+    latency = measure({n: (lambda r=r: calls(r)) for n, r in runners.items()}, latency_rounds, warmup)
+    print(f"  latency: {latency.conditions()}", flush=True)
     row = {
         "engine": {n: runners[n].engine for n in pair},
-        "img_s": {n: batch / throughput[n] for n in pair},
-        "latency_ms": {n: 1e3 * latency[n] / latency_calls for n in pair},
+        "img_s": {n: batch / throughput.seconds[n] for n in pair},
+        "latency_ms": {n: 1e3 * latency.seconds[n] / latency_calls for n in pair},
+        "conditions": {"throughput": throughput.conditions(), "latency": latency.conditions(),
+                       "busy": throughput.busy or latency.busy},
     }
     row["throughput_ratio"] = row["img_s"][simam] / row["img_s"][plain]
     row["latency_ratio"] = row["latency_ms"][plain] / row["latency_ms"][simam]

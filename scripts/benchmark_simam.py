@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from simam_paddle import LabelSmoothingCrossEntropy, build_model, simam  # noqa: E402
 from simam_paddle.layers import simam_kernel  # noqa: E402
 from simam_paddle.models.alexnet import CONVS  # noqa: E402
-from simam_paddle.timing import interleaved_medians  # noqa: E402
+from simam_paddle.timing import measure  # noqa: E402
 
 LAYER_SHAPES = {  # AlexNet-SimAM at batch 128, 128x128 input (see docs/recipe.md)
     "conv1": [128, 48, 32, 32],
@@ -93,15 +93,16 @@ def bench_layers(args, backends: list[str]) -> dict:
         header += f" {name + ' fwd':>13} {name + ' f+b':>13}"
     print(header)
     for layer, shape in LAYER_SHAPES.items():
-        med = interleaved_medians(layer_candidates(shape, backends), args.rounds, args.warmup)
+        m = measure(layer_candidates(shape, backends), args.rounds, args.warmup)
+        med = m.seconds
         unit = med["x * 2.0"]
-        row = {"shape": shape, "x*2.0 ms": unit * 1e3}
+        row = {"shape": shape, "x*2.0 ms": unit * 1e3, "conditions": m.conditions(), "busy": m.busy}
         line = f"{layer:6} {str(shape):18} {unit * 1e3:9.2f}"
         for name in ["formula", *backends]:
             fwd, fb = med[f"{name} fwd"] / unit, med[f"{name} fwd+bwd"] / unit
             row[name] = {"fwd": fwd, "fwd+bwd": fb}
             line += f" {fwd:13.2f} {fb:13.2f}"
-        print(line, flush=True)
+        print(f"{line}  [{m.conditions()}]", flush=True)
         results[layer] = row
     return results
 
@@ -138,14 +139,15 @@ def bench_blocks(args) -> dict:
     results = {}
     for (layer, shape), conv in zip(LAYER_SHAPES.items(), CONVS):
         pooled = conv[-1]
-        med = interleaved_medians(block_candidates(shape, pooled), args.rounds, args.warmup)
-        row = {"pool": pooled}
+        m = measure(block_candidates(shape, pooled), args.rounds, args.warmup)
+        med = m.seconds
+        row = {"pool": pooled, "conditions": m.conditions(), "busy": m.busy}
         line = f"{layer:6} {'ReLU + max-pool' if pooled else 'ReLU':16}"
         for name in names:
             fwd, fb = med[f"{name} fwd"] * 1e3, med[f"{name} fwd+bwd"] * 1e3
             row[name] = {"fwd ms": fwd, "fwd+bwd ms": fb}
             line += f" {fwd:20.2f} {fb:20.2f}"
-        print(line, flush=True)
+        print(f"{line}  [{m.conditions()}]", flush=True)
         results[layer] = row
     return results
 
@@ -205,10 +207,11 @@ def bench_models(args, backends: list[str]) -> dict:
     print(f"\n## Whole models, batch {args.batch}, median of {args.model_rounds} interleaved rounds")
     results = {}
     for kind, candidates in (("inference", infer), ("training step", train)):
-        med = interleaved_medians(candidates, args.model_rounds, args.model_warmup)
+        m = measure(candidates, args.model_rounds, args.model_warmup)
+        med = m.seconds
         base = med["alexnet"]
-        print(f"{kind}: AlexNet {base * 1e3:.0f} ms/batch ({args.batch / base:.0f} img/s)")
-        results[kind] = {"alexnet ms": base * 1e3}
+        print(f"{kind}: AlexNet {base * 1e3:.0f} ms/batch ({args.batch / base:.0f} img/s)  [{m.conditions()}]")
+        results[kind] = {"alexnet ms": base * 1e3, "conditions": m.conditions(), "busy": m.busy}
         for name in variants:
             if name != "alexnet":
                 ratio = base / med[name]

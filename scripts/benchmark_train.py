@@ -1,74 +1,63 @@
-"""Benchmark the CPU training step: Paddle's own convolutions, ``simam_paddle.fastconv`` (oneDNN), and PyTorch.
+"""Benchmark the CPU training step and inference against PyTorch, both run as their users run them.
 
-Two measurements, batch 128 of 128x128 inputs, float32, on the CPU:
+Batch 128 of 128x128 inputs, float32, on the CPU, no environment variable set for either framework:
+Paddle with this package's defaults (every CPU operator on the available cores: ``layers/threads.py``),
+PyTorch with its own (the available cores).
 
-1. Layers: each of AlexNet's five convolutions at the shape it has in the model, forward
-   (no_grad) and forward+backward (``paddle.grad`` of the output against a fixed output gradient,
-   for the weight, the bias and, except for conv1 whose input is the images, the input), by
-   ``paddle.nn.Conv2D`` ("paddle"), by ``simam_paddle.fastconv.Conv2D`` ("fastconv") and, when
-   PyTorch is importable, by ``torch.nn.Conv2d`` ("torch").
+1. Layers: each of AlexNet's five convolutions at the shape it has in the model, forward (no_grad)
+   and forward+backward (the gradient of the output against a fixed output gradient, for the
+   weight, the bias and, except for conv1 whose input is the images, the input), by
+   ``paddle.nn.Conv2D`` ("paddle"), ``simam_paddle.fastconv.Conv2D`` ("fastconv", what the models
+   use) and ``torch.nn.Conv2d`` ("torch").
 2. Models: one training step (forward in train mode, label-smoothing loss, backward, Adam step,
    clearing the gradients) and one inference forward (eval mode, no_grad) of AlexNet and
-   AlexNet-SimAM as the package builds them, with ``fast_conv=False`` ("paddle") and with the
-   default ``fast_conv=True`` ("fastconv"), and the same AlexNet in PyTorch ("torch": the same
-   layers, dropout, label smoothing 0.1 and Adam with L2 weight decay; AlexNet-SimAM with SimAM as
-   the official PyTorch code writes it, unfused).
+   AlexNet-SimAM as the package builds them by default ("fastconv"), with ``fast_conv=False``
+   ("paddle"), and the same networks in PyTorch ("torch": the same layers, dropout, label smoothing
+   0.1, Adam with L2 weight decay; SimAM as the paper's official code writes it, unfused).
+3. Pipeline (``--data ROOT``, the CIFAR-10 image folder): ``simam-train`` for one epoch of
+   ``--pipeline-images`` training images with the recipe's data pipeline, its end-to-end training
+   images/s (history.json's ``train_ips``: loading, augmentation, the step, logging), alternated
+   over ``--pipeline-rounds`` rounds with the model-only training step of the same model on one
+   ready batch, each in a fresh process.
 
-3. Paddle's own ways to oneDNN, each in a subprocess: a dynamic-graph convolution (forward and
-   backward) with ``FLAGS_use_mkldnn=1 FLAGS_use_onednn=1``, counting the oneDNN convolution
-   primitives it executes (``ONEDNN_VERBOSE=1``); and a training step of AlexNet under
-   ``paddle.jit.to_static`` with ``FLAGS_use_mkldnn=1``, reporting whether it runs. The training
-   step of (2) also times AlexNet under ``paddle.jit.to_static`` without oneDNN ("to_static").
+Paddle and PyTorch never share a process (each brings its own OpenMP runtime): PyTorch's candidates
+run in a worker process of this script (``--torch-worker``, which never imports Paddle), in turn
+with Paddle's (``simam_paddle.timing``: round-robin, the order rotated every round, the median over
+the rounds after warm-up, a pause when the turn passes between processes, the load before and
+after every measurement, busy ones marked). Read the ratios, not the absolute times.
 
-All candidates of a measurement run interleaved in one process (``simam_paddle.timing``:
-round-robin, the order rotated every round, the median over the rounds after warm-up), so that
-the load of a shared machine falls on all of them alike; read the ratios, not the absolute times.
+    python scripts/benchmark_train.py --data PATH/cifar10-jpeg --json results/benchmark_train/run_2.json
 
-    python scripts/benchmark_train.py --json results/benchmark_train/run_1.json
-
-Threads, as a user gets them: Paddle's own operators run on one thread (Paddle sets
-``OMP_NUM_THREADS=1`` unless told otherwise), the SimAM kernel and the oneDNN convolutions on the
-available cores (``SIMAM_PADDLE_NUM_THREADS``, ``SIMAM_PADDLE_CONV_THREADS``), PyTorch on its
-default (the available cores). The first lines printed say which. PyTorch is not a dependency of
-the package: ``pip install torch`` (a CPU wheel) to time the reference.
+PyTorch is not a dependency of the package: ``pip install "torch==2.13.0+cpu"`` to time the reference.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's BLAS threads would spin beside the timed code
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from simam_paddle import LabelSmoothingCrossEntropy, build_model, fastconv  # noqa: E402
-from simam_paddle.fastconv import Conv2D as FastConv2D  # noqa: E402
-from simam_paddle.layers import simam_kernel  # noqa: E402
-from simam_paddle.models.alexnet import CONVS, INPUT_SIZE  # noqa: E402
-from simam_paddle.timing import interleaved_medians  # noqa: E402
-
-try:
-    import torch
-except ImportError:  # the reference is optional
-    torch = None
+from simam_paddle import timing  # noqa: E402  (standard library only: the PyTorch worker imports it too)
 
 BATCH = 128
 MODELS = ("alexnet", "alexnet_simam")
-E_LAMBDA = 1e-5  # the notebook's
+E_LAMBDA = 1e-4  # the recipe's lambda, the package's default
+IMPLS = ("paddle", "fastconv", "torch")
 
 
-def conv_inputs() -> list[tuple[str, tuple, list[int]]]:
+def conv_inputs(convs, input_size: int) -> list[tuple[str, tuple, list[int]]]:
     """(name, (cin, cout, k, stride, pad), input shape) of AlexNet's convolutions at batch BATCH."""
-    out, size = [], INPUT_SIZE
-    for i, (cin, cout, k, stride, pad, pool) in enumerate(CONVS, start=1):
+    out, size = [], input_size
+    for i, (cin, cout, k, stride, pad, pool) in enumerate(convs, start=1):
         out.append((f"conv{i}", (cin, cout, k, stride, pad), [BATCH, cin, size, size]))
         size = (size + 2 * pad - k) // stride + 1
         if pool:
@@ -76,66 +65,44 @@ def conv_inputs() -> list[tuple[str, tuple, list[int]]]:
     return out
 
 
-def layer_candidates(spec: tuple, shape: list[int], needs_input_grad: bool) -> dict:
-    cin, cout, k, stride, pad = spec
-    rng = np.random.default_rng(0)
-    x_np = rng.standard_normal(shape).astype("float32")
-    layers = {"paddle": paddle.nn.Conv2D(cin, cout, k, stride=stride, padding=pad)}
-    layers["fastconv"] = FastConv2D(cin, cout, k, stride=stride, padding=pad)
-    layers["fastconv"].set_state_dict(layers["paddle"].state_dict())
-    x = paddle.to_tensor(x_np, stop_gradient=not needs_input_grad)
-    out_shape = layers["paddle"](x).shape
-    dy_np = rng.standard_normal(out_shape).astype("float32")
-    dy = paddle.to_tensor(dy_np)
-    candidates = {}
-    for name, layer in layers.items():
-        wrt = ([x] if needs_input_grad else []) + [layer.weight, layer.bias]
+def random_inputs(shape, seed: int):
+    import numpy as np
 
-        def forward(layer=layer):
-            with paddle.no_grad():
-                layer(x)
-
-        candidates[f"{name} fwd"] = forward
-        candidates[f"{name} fwd+bwd"] = lambda layer=layer, wrt=wrt: paddle.grad(layer(x), wrt, dy)
-    if torch is not None:
-        conv = torch.nn.Conv2d(cin, cout, k, stride=stride, padding=pad)
-        tx = torch.tensor(x_np, requires_grad=needs_input_grad)
-        tdy = torch.tensor(dy_np)
-        twrt = ([tx] if needs_input_grad else []) + [conv.weight, conv.bias]
-
-        def torch_forward():
-            with torch.no_grad():
-                conv(tx)
-
-        candidates["torch fwd"] = torch_forward
-        candidates["torch fwd+bwd"] = lambda: torch.autograd.grad(conv(tx), twrt, tdy)
-    return candidates
+    return np.random.default_rng(seed).standard_normal(shape).astype("float32")
 
 
-def paddle_step(model_name: str, fast_conv: bool, x: paddle.Tensor, y: paddle.Tensor, static: bool = False):
-    model = build_model(model_name, e_lambda=E_LAMBDA, fast_conv=fast_conv) if model_name.endswith("simam") \
-        else build_model(model_name, fast_conv=fast_conv)
-    forward = paddle.jit.to_static(model, full_graph=True) if static else model
-    loss_fn = LabelSmoothingCrossEntropy(0.1)
-    opt = paddle.optimizer.Adam(learning_rate=5e-4, parameters=model.parameters(), weight_decay=1e-5)
+def model_inputs(input_size: int):
+    import numpy as np
 
-    def train():
-        model.train()
-        loss = loss_fn(forward(x), y)
-        loss.backward()
-        opt.step()
-        opt.clear_grad()
-
-    def infer():
-        model.eval()
-        with paddle.no_grad():
-            forward(x)
-
-    return train, infer
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal([BATCH, 3, input_size, input_size]).astype("float32")
+    return x, rng.integers(0, 10, BATCH).astype("int64")
 
 
-def torch_alexnet(simam: bool):
+# -- PyTorch, in its own process ------------------------------------------------------------------
+
+def torch_layer_candidates(spec: dict) -> dict:
+    import torch
+
+    cin, cout, k, stride, pad = spec["conv"]
+    conv = torch.nn.Conv2d(cin, cout, k, stride=stride, padding=pad)
+    x = torch.tensor(random_inputs(spec["input"], 0), requires_grad=spec["needs_input_grad"])
+    with torch.no_grad():
+        out_shape = list(conv(x).shape)
+    dy = torch.tensor(random_inputs(out_shape, 1))
+    wrt = ([x] if spec["needs_input_grad"] else []) + [conv.weight, conv.bias]
+
+    def forward():
+        with torch.no_grad():
+            conv(x)
+
+    return {"fwd": forward, "fwd+bwd": lambda: torch.autograd.grad(conv(x), wrt, dy)}
+
+
+def torch_alexnet(convs, simam: bool):
     """The package's AlexNet in PyTorch; SimAM as in the paper's official code (plain operations)."""
+    import torch
+
     nn = torch.nn
 
     class SimAM(nn.Module):
@@ -146,96 +113,166 @@ def torch_alexnet(simam: bool):
             return x * torch.sigmoid(y)
 
     layers = []
-    for cin, cout, k, stride, pad, pool in CONVS:
+    for cin, cout, k, stride, pad, pool in convs:
         layers += [nn.Conv2d(cin, cout, k, stride=stride, padding=pad), SimAM() if simam else nn.Identity(), nn.ReLU()]
         if pool:
             layers.append(nn.MaxPool2d(3, 2))
-    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(CONVS[-1][1] * 9, 2048), nn.ReLU(), nn.Dropout(0.5),
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(convs[-1][1] * 9, 2048), nn.ReLU(), nn.Dropout(0.5),
                          nn.Linear(2048, 2048), nn.ReLU(), nn.Dropout(0.5), nn.Linear(2048, 10))
 
 
-def torch_step(model_name: str, x_np: np.ndarray, y_np: np.ndarray):
-    model = torch_alexnet(model_name.endswith("simam"))
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
-    opt = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-5)
+def torch_model_candidates(spec: dict) -> dict:
+    import torch
+
+    x_np, y_np = model_inputs(spec["input_size"])
     x, y = torch.tensor(x_np), torch.tensor(y_np)
+    candidates = {}
+    for name in MODELS:
+        model = torch_alexnet(spec["convs"], name.endswith("simam"))
+        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+        opt = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-5)
+
+        def train(model=model, loss_fn=loss_fn, opt=opt):
+            model.train()
+            loss_fn(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+
+        def infer(model=model):
+            model.eval()
+            with torch.no_grad():
+                model(x)
+
+        candidates[f"{name} train"], candidates[f"{name} infer"] = train, infer
+    return candidates
+
+
+def torch_worker(kind: str, spec: dict) -> None:
+    import torch
+
+    candidates = torch_layer_candidates(spec) if kind == "layer" else torch_model_candidates(spec)
+    assert "paddle" not in sys.modules, "the PyTorch worker must not load Paddle"
+    timing.serve(candidates, info={"torch": torch.__version__, "torch_threads": torch.get_num_threads()})
+
+
+def torch_worker_process(kind: str, spec: dict) -> timing.Worker:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # as a user runs PyTorch
+    return timing.Worker([sys.executable, __file__, "--torch-worker", kind, json.dumps(spec)], env=env)
+
+
+# -- Paddle, in this process ----------------------------------------------------------------------
+
+def paddle_layer_candidates(spec: tuple, shape: list[int], needs_input_grad: bool) -> dict:
+    import paddle
+
+    from simam_paddle.fastconv import Conv2D as FastConv2D
+
+    cin, cout, k, stride, pad = spec
+    layers = {"paddle": paddle.nn.Conv2D(cin, cout, k, stride=stride, padding=pad)}
+    layers["fastconv"] = FastConv2D(cin, cout, k, stride=stride, padding=pad)
+    layers["fastconv"].set_state_dict(layers["paddle"].state_dict())
+    x = paddle.to_tensor(random_inputs(shape, 0), stop_gradient=not needs_input_grad)
+    dy = paddle.to_tensor(random_inputs(layers["paddle"](x).shape, 1))
+    candidates = {}
+    for name, layer in layers.items():
+        wrt = ([x] if needs_input_grad else []) + [layer.weight, layer.bias]
+
+        def forward(layer=layer):
+            with paddle.no_grad():
+                layer(x)
+
+        candidates[f"{name} fwd"] = forward
+        candidates[f"{name} fwd+bwd"] = lambda layer=layer, wrt=wrt: paddle.grad(layer(x), wrt, dy)
+    return candidates
+
+
+def paddle_step(model_name: str, fast_conv: bool, x, y):
+    import paddle
+
+    from simam_paddle import LabelSmoothingCrossEntropy, build_model
+
+    model = build_model(model_name, fast_conv=fast_conv)
+    loss_fn = LabelSmoothingCrossEntropy(0.1)
+    opt = paddle.optimizer.Adam(learning_rate=5e-4, parameters=model.parameters(), weight_decay=1e-5)
 
     def train():
         model.train()
-        loss = loss_fn(model(x), y)
-        loss.backward()
+        loss_fn(model(x), y).backward()
         opt.step()
-        opt.zero_grad()
+        opt.clear_grad()
 
     def infer():
         model.eval()
-        with torch.no_grad():
-            model(x)
+        with paddle.no_grad():
+            model(x).numpy()
 
     return train, infer
 
 
-SWITCH_PROBES = {
-    "dygraph conv with FLAGS_use_mkldnn/FLAGS_use_onednn": (
-        "import paddle, paddle.nn.functional as F\n"
-        "x = paddle.randn([8, 48, 15, 15]); x.stop_gradient = False\n"
-        "w = paddle.randn([128, 48, 5, 5]); w.stop_gradient = False\n"
-        "F.conv2d(x, w, padding=2).sum().backward()\n"
-        "print('ran')\n",
-        {"FLAGS_use_mkldnn": "1", "FLAGS_use_onednn": "1", "ONEDNN_VERBOSE": "1"}),
-    "to_static AlexNet training step with FLAGS_use_mkldnn": (
-        "import paddle\n"
-        "from simam_paddle import LabelSmoothingCrossEntropy, build_model\n"
-        "model = build_model('alexnet', fast_conv=False)\n"
-        "static = paddle.jit.to_static(model, full_graph=True)\n"
-        "opt = paddle.optimizer.Adam(learning_rate=5e-4, parameters=model.parameters())\n"
-        "x = paddle.randn([16, 3, 128, 128]); y = paddle.randint(0, 10, [16])\n"
-        "LabelSmoothingCrossEntropy(0.1)(static(x), y).backward(); opt.step()\n"
-        "print('ran')\n",
-        {"FLAGS_use_mkldnn": "1", "ONEDNN_VERBOSE": "1"}),
-}
+def model_step_rate(model_name: str, steps: int) -> float:
+    """Images/s of the model-only training step on one ready batch (median of ``steps`` after 2)."""
+    import paddle
+
+    from simam_paddle.models.alexnet import INPUT_SIZE
+
+    x_np, y_np = model_inputs(INPUT_SIZE)
+    train, _ = paddle_step(model_name, True, paddle.to_tensor(x_np), paddle.to_tensor(y_np))
+    return BATCH / timing.measure({"step": train}, steps, 2, quiet_wait=0).seconds["step"]
 
 
-def paddle_onednn_switches() -> dict:
-    """Run each probe in a subprocess: did it finish, and how many oneDNN convolution primitives ran."""
-    import subprocess
-
+def pipeline(args) -> dict:
+    """simam-train's end-to-end training images/s beside the model-only step rate, alternated in fresh processes."""
     out = {}
-    for name, (code, env) in SWITCH_PROBES.items():
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
-                              env={**os.environ, **env}, cwd=Path(__file__).resolve().parents[1])
-        lines = proc.stdout.splitlines()
-        convs = sum(1 for line in lines if line.startswith("onednn_verbose") and ",exec,cpu,convolution," in line)
-        error = [line for line in proc.stderr.splitlines() if "Error" in line or "error" in line][-3:]
-        out[name] = {"returncode": proc.returncode, "finished": "ran" in lines, "onednn_conv_primitives": convs,
-                     "error": error}
-        print(f"{name}: exit {proc.returncode}, finished {'ran' in lines}, oneDNN convolutions executed {convs}"
-              + (f", {error[-1]}" if error else ""), flush=True)
+    for model_name in MODELS:
+        timing.wait_for_quiet(args.quiet_wait)
+        load_before = os.getloadavg()
+        e2e, step = [], []
+        for _ in range(args.pipeline_rounds):
+            with tempfile.TemporaryDirectory() as tmp:
+                cmd = [sys.executable, "-m", "simam_paddle.train", "--config", model_name, "-o", f"data.root={args.data}",
+                       "-o", f"data.limit_train={args.pipeline_images}", "-o", "data.limit_val=100", "-o", "train.epochs=1",
+                       "-o", "train.throughput_batches=0", "-o", f"train.output_dir={tmp}/run"]
+                subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                e2e.append(json.loads((Path(tmp) / "run" / "history.json").read_text())["epoch"]["train_ips"][0])
+            proc = subprocess.run([sys.executable, __file__, "--step-rate", model_name, "--steps", str(args.model_rounds)],
+                                  check=True, cwd=ROOT, capture_output=True, text=True)
+            step.append(float(proc.stdout.strip().splitlines()[-1]))
+        load_after = os.getloadavg()
+        e2e_median, step_median = sorted(e2e)[len(e2e) // 2], sorted(step)[len(step) // 2]
+        out[model_name] = {"end_to_end_ips": e2e, "model_step_ips": step, "ratio": e2e_median / step_median,
+                           "load_before": load_before, "load_after": load_after,
+                           "busy": load_before[0] > timing.busy_threshold()}
+        print(f"{model_name}: simam-train {e2e_median:.1f} img/s end to end, model-only step {step_median:.1f} img/s, "
+              f"ratio {e2e_median / step_median:.3f} (rounds: {', '.join(f'{v:.0f}' for v in e2e)} / "
+              f"{', '.join(f'{v:.0f}' for v in step)}; load {load_before[0]:.2f} before, {load_after[0]:.2f} after"
+              f"{'; BUSY' if out[model_name]['busy'] else ''})", flush=True)
     return out
 
 
 def machine() -> dict:
+    import paddle
+
+    from simam_paddle import fastconv
+    from simam_paddle.layers import simam_kernel, threads
+
     info = {"python": platform.python_version(), "paddle": paddle.__version__, "machine": platform.machine(),
-            "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg()}
+            "cpu_count": os.cpu_count(), "threads": threads.running(), "fastconv": fastconv.kernel.status(),
+            "simam_kernel": simam_kernel.status(), "busy_load": timing.busy_threshold()}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 info["cpu"] = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                info["bf16"] = "avx512_bf16" in line.split() or "amx_bf16" in line.split()
                 break
     except OSError:
         pass
-    info["fastconv"] = fastconv.kernel.status()
-    info["simam_kernel"] = simam_kernel.status()
-    info["paddle_threads_env"] = os.environ.get("OMP_NUM_THREADS")
-    if torch is not None:
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
     return info
 
 
 def print_table(title: str, rows: dict[str, dict[str, float]], unit: str) -> None:
     """Rows of figures per implementation, and fastconv's speed against each other one (> 1: fastconv faster)."""
-    order = [n for n in ("paddle", "to_static", "fastconv", "torch") if any(n in row for row in rows.values())]
+    order = [n for n in IMPLS if any(n in row for row in rows.values())]
     others = [n for n in order if n != "fastconv"]
     print(f"\n{title} ({unit}, median)")
     print(f"{'':20s}" + "".join(f"{n:>12s}" for n in order) + "".join(f"{'fast vs ' + n:>16s}" for n in others))
@@ -248,14 +285,33 @@ def print_table(title: str, rows: dict[str, dict[str, float]], unit: str) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layer-rounds", type=int, default=10)
-    parser.add_argument("--model-rounds", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=10, help="timed rounds per candidate")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--skip-layers", action="store_true")
     parser.add_argument("--skip-models", action="store_true")
-    parser.add_argument("--skip-switches", action="store_true")
+    parser.add_argument("--data", type=Path, help="the CIFAR-10 image folder, for the pipeline measurement")
+    parser.add_argument("--pipeline-images", type=int, default=6400, help="training images of each simam-train run")
+    parser.add_argument("--pipeline-rounds", type=int, default=3)
+    parser.add_argument("--quiet-wait", type=float, default=120.0,
+                        help="seconds each measurement waits at most for a quiet machine (0: none)")
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--torch-worker", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
+    parser.add_argument("--step-rate", metavar="MODEL", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=10, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.model_rounds = args.rounds
+    if args.torch_worker:
+        torch_worker(args.torch_worker[0], json.loads(args.torch_worker[1]))
+        return
+    if args.step_rate:
+        print(model_step_rate(args.step_rate, args.steps))
+        return
+
+    import paddle
+
+    from simam_paddle import fastconv
+    from simam_paddle.layers import simam_kernel
+    from simam_paddle.models.alexnet import CONVS, INPUT_SIZE
 
     paddle.set_device("cpu")
     paddle.seed(0)
@@ -263,54 +319,66 @@ def main() -> None:
         sys.exit(f"the oneDNN convolutions are unavailable here: {fastconv.kernel.status()['error']}")
     simam_kernel.prepare()
     info = machine()
-    print(json.dumps(info))
-    if torch is None:
-        print("PyTorch is not importable: no reference figures")
-    result = {"machine": info, "batch": BATCH, "input_size": INPUT_SIZE, "warmup": args.warmup, "layers": {},
-              "models": {}, "switches": {}}
+    has_torch = importlib.util.find_spec("torch") is not None
+    print(json.dumps(info), flush=True)
+    if not has_torch:
+        print("PyTorch is not installed: no reference figures")
+    result = {"machine": info, "batch": BATCH, "input_size": INPUT_SIZE, "rounds": args.rounds, "warmup": args.warmup,
+              "layers": {}, "models": {}, "pipeline": {}}
 
     if not args.skip_layers:
         rows = {}
-        for name, spec, shape in conv_inputs():
-            medians = interleaved_medians(layer_candidates(spec, shape, needs_input_grad=name != "conv1"),
-                                          args.layer_rounds, args.warmup)
-            ms = {key: 1000 * value for key, value in medians.items()}
-            result["layers"][name] = {"spec": spec, "input": shape, "ms": ms, "rounds": args.layer_rounds}
+        for name, spec, shape in conv_inputs(CONVS, INPUT_SIZE):
+            candidates = paddle_layer_candidates(spec, shape, needs_input_grad=name != "conv1")
+            worker = None
+            if has_torch:
+                worker = torch_worker_process("layer", {"conv": spec, "input": shape, "needs_input_grad": name != "conv1"})
+                result["machine"].update(worker.info)
+                candidates.update(worker.candidates("torch "))
+            try:
+                m = timing.measure(candidates, args.rounds, args.warmup, args.quiet_wait)
+            finally:
+                if worker is not None:
+                    worker.close()
+            ms = {key: 1000 * value for key, value in m.seconds.items()}
+            result["layers"][name] = {"spec": spec, "input": shape, "ms": ms, "measurement": m.as_dict()}
             for part in ("fwd", "fwd+bwd"):
-                rows[f"{name} {part}"] = {impl: ms[f"{impl} {part}"] for impl in ("paddle", "fastconv", "torch")
-                                          if f"{impl} {part}" in ms}
-            print(f"{name}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items()), flush=True)
+                rows[f"{name} {part}"] = {impl: ms[f"{impl} {part}"] for impl in IMPLS if f"{impl} {part}" in ms}
+            print(f"{name}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items()) + f"  [{m.conditions()}]", flush=True)
         print_table("Convolutions, batch 128", rows, "ms")
 
     if not args.skip_models:
-        rng = np.random.default_rng(1)
-        x_np = rng.standard_normal([BATCH, 3, INPUT_SIZE, INPUT_SIZE]).astype("float32")
-        y_np = rng.integers(0, 10, BATCH).astype("int64")
+        x_np, y_np = model_inputs(INPUT_SIZE)
         x, y = paddle.to_tensor(x_np), paddle.to_tensor(y_np)
-        train, infer = {}, {}
+        candidates = {"train": {}, "infer": {}}
         for model_name in MODELS:
             for impl, fast in (("paddle", False), ("fastconv", True)):
-                train[f"{model_name} {impl}"], infer[f"{model_name} {impl}"] = paddle_step(model_name, fast, x, y)
-            if model_name == "alexnet":
-                train["alexnet to_static"], infer["alexnet to_static"] = paddle_step(model_name, False, x, y, static=True)
-            if torch is not None:
-                train[f"{model_name} torch"], infer[f"{model_name} torch"] = torch_step(model_name, x_np, y_np)
-        for what, candidates in (("train", train), ("infer", infer)):
-            medians = interleaved_medians(candidates, args.model_rounds, args.warmup)
-            result["models"][what] = {"ms": {k: 1000 * v for k, v in medians.items()},
-                                      "images_per_s": {k: BATCH / v for k, v in medians.items()},
-                                      "rounds": args.model_rounds}
-            rows = {}
-            for model_name in MODELS:
-                rows[model_name] = {impl: BATCH / medians[f"{model_name} {impl}"]
-                                    for impl in ("paddle", "to_static", "fastconv", "torch")
-                                    if f"{model_name} {impl}" in medians}
-            print_table(f"{'Training step' if what == 'train' else 'Inference'}, batch 128", rows, "images/s")
+                train, infer = paddle_step(model_name, fast, x, y)
+                candidates["train"][f"{model_name} {impl}"], candidates["infer"][f"{model_name} {impl}"] = train, infer
+        worker = torch_worker_process("models", {"convs": CONVS, "input_size": INPUT_SIZE}) if has_torch else None
+        try:
+            for what in ("train", "infer"):
+                if worker is not None:
+                    candidates[what].update({f"{m} torch": worker.candidate(f"{m} {what}") for m in MODELS})
+                m = timing.measure(candidates[what], args.rounds, args.warmup, args.quiet_wait)
+                result["models"][what] = {"images_per_s": {k: BATCH / v for k, v in m.seconds.items()},
+                                          "measurement": m.as_dict()}
+                rows = {model_name: {impl: BATCH / m.seconds[f"{model_name} {impl}"] for impl in IMPLS
+                                     if f"{model_name} {impl}" in m.seconds} for model_name in MODELS}
+                print_table(f"{'Training step' if what == 'train' else 'Inference'}, batch 128", rows, "images/s")
+                simam_vs_plain = {impl: rows["alexnet_simam"][impl] / rows["alexnet"][impl] for impl in rows["alexnet"]}
+                result["models"][what]["alexnet_simam_vs_alexnet"] = simam_vs_plain
+                print("AlexNet-SimAM / AlexNet: " + ", ".join(f"{k} {v:.3f}" for k, v in simam_vs_plain.items())
+                      + f"  [{m.conditions()}]", flush=True)
+        finally:
+            if worker is not None:
+                worker.close()
 
-    if not args.skip_switches:
-        print("\nPaddle's own switches to oneDNN (subprocesses)")
-        result["switches"] = paddle_onednn_switches()
+    if args.data:
+        print(f"\nsimam-train end to end ({args.pipeline_images} images, recipe pipeline) vs the model-only step")
+        result["pipeline"] = pipeline(args)
 
+    result["load_average_at_end"] = os.getloadavg()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")

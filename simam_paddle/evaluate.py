@@ -28,7 +28,7 @@ import paddle
 from .distributed import all_reduce_sum
 from .errors import DataError
 from .losses import label_smoothing_cross_entropy
-from .timing import interleaved_medians
+from .timing import measure
 
 
 @paddle.no_grad()
@@ -62,7 +62,8 @@ def model_throughput(models: dict[str, paddle.nn.Layer], batch_size: int = 128, 
     for model in models.values():
         model.eval()
     # .numpy() waits for the result
-    seconds = interleaved_medians({name: lambda m=m: m(x).numpy() for name, m in models.items()}, rounds, warmup)
+    seconds = measure({name: lambda m=m: m(x).numpy() for name, m in models.items()}, rounds, warmup,
+                      quiet_wait=0).seconds
     return {name: batch_size / s for name, s in seconds.items()}
 
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(lambda images: paddle.to_tensor(model(images.numpy())), build_loader(config, "val"),
                           config["loss"]["smoothing"])
         x = np.random.default_rng(0).standard_normal((batch_size, 3, model.input_size, model.input_size), np.float32)
-        model_ips = batch_size / interleaved_medians({"model": lambda: model(x)}, args.rounds, 2)["model"]
+        model_ips = batch_size / measure({"model": lambda: model(x)}, args.rounds, 2, quiet_wait=0).seconds["model"]
         print(f"{model.description} on {result['images']} test images")
         print(f"  val loss {result['loss']:.4f}  val acc {result['acc']:.4f}")
         print(f"  throughput: model-only {model_ips:.1f} img/s (batch {config['data']['batch_size']}, ready tensors, "

@@ -25,7 +25,7 @@ import paddle
 from .config import apply_overrides, load_config
 from .errors import ArgumentError, MissingDependency, PathError
 from .layers import simam_deploy
-from .layers.custom_ops import available_cores
+from .layers.threads import available_cores
 from .run_dir import is_run_dir, load_run_model, read_config, run_classes
 
 # -- the export folder's layout (written by simam_paddle.export) -----------------------------------------
@@ -133,7 +133,7 @@ def paddle_runner(folder: Path, onednn: bool | None = True, threads: int | None 
                   default_config: bool = False, program: str = "auto") -> Runner:
     """Run a Paddle export through paddle.inference on the CPU: float32 [N, 3, S, S] -> logits.
 
-    ``onednn``: oneDNN on (the default: AlexNet runs about 4x faster with it) or off; ``threads``: the
+    ``onednn``: oneDNN on (the default, the faster: BENCHMARKS.md, "Deployment") or off; ``threads``: the
     CPU math threads (default: the cores available). ``default_config=True`` changes neither and runs
     ``paddle.inference.Config`` as it comes (oneDNN on, 1 thread in Paddle 3.3), for comparisons.
     ``program``: which of the export's programs runs (see :func:`choose_program`).

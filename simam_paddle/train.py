@@ -34,7 +34,7 @@ from .distributed import all_reduce_sum
 from .errors import DataError, MissingDependency, TrainingDiverged
 from .evaluate import evaluate, model_throughput
 from .io import atomic_paddle_save, atomic_write_json
-from .layers import SimAM, simam_kernel
+from .layers import SimAM, simam_kernel, threads
 from .layers.simam import resolve_backend
 from .losses import LabelSmoothingCrossEntropy
 from .models import model_table, parameter_count
@@ -65,6 +65,7 @@ def environment(model: paddle.nn.Layer) -> dict:
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "world_size": dist.get_world_size(),
+        "threads": threads.running(),
         "simam": simam_implementation(model),
         "conv": fastconv.implementation(model),
     }
@@ -152,6 +153,7 @@ class Trainer:
     def __init__(self, config: dict):
         # Everything that can be checked is checked before the run directory is touched.
         check_environment(config)
+        threads.configure()  # every CPU operator of the step on the available cores (layers/threads.py)
         self.config = config
         self.world, self.rank = dist.get_world_size(), dist.get_rank()
         if self.world > 1:
@@ -297,6 +299,8 @@ class Trainer:
                  f"{tc['epochs']} epochs, output {self.out}")
         self.log(f"SimAM implementation: {describe_simam(simam_implementation(self.model))}")
         self.log(f"Convolutions: {describe_conv(fastconv.implementation(self.model))}")
+        self.log(f"CPU threads: {threads.running()} for every operator of a step, data loading: "
+                 f"{self.config['data']['num_workers']} worker processes ({threads.ENV} sets the threads)")
         for epoch in range(self.start_epoch, tc["epochs"]):
             lr = self.optimizer.get_lr()
             stats = self.train_epoch(epoch)

@@ -199,18 +199,6 @@ def test_paddles_library_fits_the_headers():
     assert (major, minor) == onednn.header_version()[:2] and runtime == onednn.DNNL_RUNTIME_OMP
 
 
-def test_threads_from_the_environment(monkeypatch):
-    for value, expected in (("3", 3), ("zero", None)):
-        monkeypatch.setattr(kernel, "LIBRARY", kernel.LIBRARY.fresh())
-        monkeypatch.setattr(kernel.LIBRARY, "build_and_load", lambda: object())  # the threads are read before any build
-        monkeypatch.setenv(kernel.THREADS_ENV, value)
-        if expected is None:
-            with pytest.raises(ValueError, match=f"{kernel.THREADS_ENV} must be a positive integer"):
-                kernel.prepare()
-        else:
-            assert kernel.prepare() and kernel.num_threads() == expected
-
-
 @pytest.mark.parametrize("name", ["alexnet", "alexnet_simam"])
 def test_alexnet_uses_it_with_the_same_parameters_and_gradients(name):
     fast = build_model(name)

@@ -8,8 +8,6 @@ graphs and exports run ("static"); see simam.py.
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -369,66 +367,3 @@ def test_kernel_cache_is_per_user_and_overridable(monkeypatch, tmp_path):
     monkeypatch.setenv("SIMAM_PADDLE_CACHE_DIR", str(tmp_path))
     assert simam_kernel.cache_dir().parent == tmp_path
     assert all(path.is_file() for path in simam_kernel.SOURCES + simam_kernel.HEADERS)
-
-
-THREADED_SCRIPT = """
-import sys
-import numpy as np
-import paddle
-from simam_paddle.layers import simam_kernel
-assert simam_kernel.prepare() and simam_kernel.num_threads() == int(sys.argv[4]), simam_kernel.num_threads()
-x = paddle.to_tensor(np.load(sys.argv[1]), stop_gradient=False)
-g = paddle.to_tensor(np.load(sys.argv[2]))
-outputs = {}
-for name, op in (("simam", lambda t: simam_kernel.simam_fused(t, 1e-5)),
-                 ("block", lambda t: simam_kernel.simam_relu_maxpool(t, 1e-5, 0, 1))):
-    y = op(x)
-    outputs[name + "_y"] = y.numpy()
-    outputs[name + "_dx"] = paddle.grad(y, x, g)[0].numpy()
-np.savez(sys.argv[3], **outputs)
-"""
-
-
-def test_other_thread_counts_give_the_same_bits(kernel_available, tmp_path):
-    """Channels are independent, so splitting them over threads (in chunks) changes no value."""
-    if not kernel_available:
-        pytest.skip(f"SimAM kernel unavailable on this machine: {simam_kernel.load_error()}")
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal([64, 96, 7, 7]).astype("float32")  # 301,056 values: above the threading minimum
-    g = rng.standard_normal(x.shape).astype("float32")
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "g.npy", g)
-    other = "1" if simam_kernel.num_threads() > 1 else "2"  # than this process uses
-    env = {**os.environ, "SIMAM_PADDLE_NUM_THREADS": other}
-    subprocess.run([sys.executable, "-c", THREADED_SCRIPT, str(tmp_path / "x.npy"), str(tmp_path / "g.npy"),
-                    str(tmp_path / "out.npz"), other], check=True, env=env, timeout=300)
-    threaded = np.load(tmp_path / "out.npz")
-    xt = paddle.to_tensor(x, stop_gradient=False)
-    for name, op in (("simam", lambda t: simam_kernel.simam_fused(t, 1e-5)),
-                     ("block", lambda t: simam_kernel.simam_relu_maxpool(t, 1e-5, 0, 1))):
-        y = op(xt)
-        np.testing.assert_array_equal(threaded[name + "_y"], y.numpy(), err_msg=name)
-        np.testing.assert_array_equal(threaded[name + "_dx"], paddle.grad(y, xt, paddle.to_tensor(g))[0].numpy(),
-                                      err_msg=name)
-
-
-def test_kernel_threads_share_the_cores_unless_told(monkeypatch):
-    def kernel_threads():
-        return custom_ops.threads_from_env(simam_kernel.THREADS_ENV, "the SimAM kernel")
-
-    monkeypatch.delenv("SIMAM_PADDLE_NUM_THREADS", raising=False)
-    monkeypatch.delenv("PADDLE_LOCAL_SIZE", raising=False)
-    monkeypatch.setattr(custom_ops, "available_cores", lambda: 6)
-    assert kernel_threads() == 6
-    monkeypatch.setenv("PADDLE_LOCAL_SIZE", "3")  # three processes of a distributed launch here
-    assert kernel_threads() == 2
-    monkeypatch.setenv("PADDLE_LOCAL_SIZE", "16")
-    assert kernel_threads() == 1
-    monkeypatch.delenv("PADDLE_LOCAL_SIZE")
-    monkeypatch.setattr(custom_ops, "available_cores", lambda: 64)
-    assert kernel_threads() == 8, "the default stops at 8"
-    monkeypatch.setenv("SIMAM_PADDLE_NUM_THREADS", "5")
-    assert kernel_threads() == 5
-    monkeypatch.setenv("SIMAM_PADDLE_NUM_THREADS", "two")
-    with pytest.raises(ValueError, match="SIMAM_PADDLE_NUM_THREADS must be a positive integer.*got 'two'"):
-        kernel_threads()

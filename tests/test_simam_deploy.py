@@ -239,25 +239,3 @@ def test_only_static_graphs_inside_the_context_record_the_operator(tmp_path):
     for name in ("standard", "fused"):
         np.testing.assert_allclose(paddle_inference(tmp_path / name, x), reference_simam(x, 1e-4), rtol=1e-5,
                                    err_msg=name)
-
-
-def test_every_openmp_entry_point_the_library_uses_is_in_the_runtime_it_links():
-    """An entry point missing from the runtime (GCC's "schedule(dynamic)" loops under Intel's libiomp5)
-    binds to another runtime at load time, and every thread then runs every item of the loop."""
-    import shutil
-    import subprocess
-
-    from simam_paddle.layers import onednn
-
-    nm = shutil.which("nm")
-    assert nm, "nm (binutils, installed with the compiler that built the library) is needed to read symbols"
-
-    def symbols(path, *flags):
-        out = subprocess.run([nm, "-D", *flags, str(path)], capture_output=True, text=True, check=True).stdout
-        return {line.split()[-1].split("@")[0] for line in out.splitlines() if line.strip()}
-
-    used = {s for s in symbols(simam_deploy.library_file(), "--undefined-only") if s.startswith(("GOMP_", "omp_"))}
-    runtime = onednn.paddle_libs() / "libiomp5.so"
-    assert used and runtime.is_file()
-    missing = used - symbols(runtime, "--defined-only")
-    assert not missing, f"OpenMP entry points not in {runtime.name}: {sorted(missing)}"

@@ -73,7 +73,7 @@ def onednn_conv2d(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor |
     bias = _zero_bias(weight.shape[0]) if bias is None else bias
     need_weight_grad = not weight.stop_gradient or not bias.stop_gradient
     return kernel.ops().fastconv(x, weight, bias, list(geo.strides), list(geo.paddings), list(geo.dilations),
-                                 kernel.num_threads(), not x.stop_gradient, need_weight_grad)
+                                 not x.stop_gradient, need_weight_grad)
 
 
 class Conv2D(nn.Conv2D):

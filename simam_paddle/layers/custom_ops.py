@@ -6,7 +6,7 @@ operator of exported models (``simam_deploy.py``) and the oneDNN convolutions
 ``paddle.utils.cpp_extension.load`` into a per-user cache directory, ``$SIMAM_PADDLE_CACHE_DIR`` or
 ``~/.cache/simam_paddle`` (``$XDG_CACHE_HOME`` is honoured), under a name that changes with the
 sources and their folder, the flags, the Paddle installation and Python; the first build takes
-10-60 s, later processes load it in about a second. Builds of one directory are serialised across
+up to a minute, later processes load it from the cache. Builds of one directory are serialised across
 processes.
 
 Each library is an optimisation, not a requirement: when the compiler is missing or the build
@@ -31,6 +31,8 @@ from pathlib import Path
 from types import ModuleType
 
 import paddle
+
+from . import threads
 
 logger = logging.getLogger(__name__)
 
@@ -107,45 +109,6 @@ def build_operators(directory: Path, name: str, sources: tuple[Path, ...], ops: 
     return module
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-# A SimAM tensor is a few MB; past a handful of threads it is bound by memory bandwidth and by the
-# cost of waking the threads, while idle OpenMP threads spin for a while after each call, in the way
-# of data-loader workers. So the default stops at 8.
-MAX_DEFAULT_THREADS = 8
-
-
-def default_threads() -> int:
-    """The available cores shared out among the local processes of a distributed launch, 1 to 8."""
-    try:
-        local_processes = max(int(os.environ.get("PADDLE_LOCAL_SIZE", "1")), 1)
-    except ValueError:
-        local_processes = 1
-    return min(max(available_cores() // local_processes, 1), MAX_DEFAULT_THREADS)
-
-
-def threads_from_env(variable: str, what: str) -> int:
-    """The positive integer in ``$variable``, else :func:`default_threads`; anything else is a ValueError
-    naming the variable."""
-    value = os.environ.get(variable)
-    if value is None or not value.strip():
-        return default_threads()
-    try:
-        threads = int(value)
-    except ValueError:
-        threads = 0
-    if threads < 1:
-        raise ValueError(f"{variable} must be a positive integer (threads of {what}), got {value!r}; "
-                         "unset it to use the available cores")
-    return threads
-
-
 REQUIRE_ENV = "SIMAM_PADDLE_REQUIRE_KERNEL"
 
 
@@ -163,28 +126,26 @@ class OperatorLibrary:
     ``name`` names its cache directory and module; ``what`` names it in messages ("SimAM's fused CPU
     kernel"); ``fallback`` says what runs instead ("using the pure-Paddle path"). ``check``, when
     given, runs before the build and returns a version string or raises, saying why the library
-    cannot work here. ``threads_env`` is the variable that sets the threads its operators run on
-    (default: :func:`default_threads`); ``ld_flags`` may be a callable, evaluated at build time.
+    cannot work here. ``ld_flags`` may be a callable, evaluated at build time. Its operators run on the
+    threads that ``threads.configure()`` sets, which :meth:`prepare` calls.
     """
 
     def __init__(self, name: str, sources: tuple[Path, ...], headers: tuple[Path, ...], ops: tuple[str, ...],
                  what: str, fallback: str, cxx_flags: list[str], ld_flags: list[str] | Callable[[], list[str]],
-                 include_paths: tuple[Path, ...] = (), threads_env: str | None = None,
-                 check: Callable[[], str] | None = None):
+                 include_paths: tuple[Path, ...] = (), check: Callable[[], str] | None = None):
         self.name, self.sources, self.headers, self.ops = name, sources, headers, ops
         self.what, self.fallback, self.cxx_flags, self._ld_flags = what, fallback, cxx_flags, ld_flags
-        self.include_paths, self.threads_env, self.check = include_paths, threads_env, check
+        self.include_paths, self.check = include_paths, check
         self.lock = threading.Lock()
         self.tried = False
         self.module: ModuleType | None = None
         self.error: str | None = None
         self.version: str | None = None
-        self.num_threads = 1
 
     def fresh(self) -> OperatorLibrary:
         """The same library as a process that has not prepared it yet sees it (for tests)."""
         return OperatorLibrary(self.name, self.sources, self.headers, self.ops, self.what, self.fallback,
-                               self.cxx_flags, self._ld_flags, self.include_paths, self.threads_env, self.check)
+                               self.cxx_flags, self._ld_flags, self.include_paths, self.check)
 
     def ld_flags(self) -> list[str]:
         return list(self._ld_flags() if callable(self._ld_flags) else self._ld_flags)
@@ -201,12 +162,11 @@ class OperatorLibrary:
         """Check, build or load the library once per process; True when its operators can be used.
 
         Unavailable: False (logged once), or ``KernelUnavailable`` when ``$SIMAM_PADDLE_REQUIRE_KERNEL``
-        is set. An invalid thread count in ``threads_env`` is a ValueError naming the variable.
+        is set. An invalid ``$SIMAM_PADDLE_NUM_THREADS`` is a ValueError naming the variable.
         """
+        threads.configure()
         with self.lock:
             if not self.tried:
-                if self.threads_env:
-                    self.num_threads = threads_from_env(self.threads_env, self.what)
                 try:
                     if self.check is not None:
                         self.version = self.check()
@@ -220,6 +180,12 @@ class OperatorLibrary:
         if self.module is None and required():
             raise KernelUnavailable(f"{REQUIRE_ENV} is set, but {self.what} is unavailable: {self.error}")
         return self.module is not None
+
+    def file(self) -> Path:
+        """The compiled library (built now if need be), for programs and tests that open it themselves."""
+        self.loaded()
+        name = f"simam_paddle_{self.name}"
+        return self.cache_dir() / name / f"{name}.so"
 
     def loaded(self) -> ModuleType:
         """The operators' module, built or loaded now if need be; raises when the library is unavailable."""

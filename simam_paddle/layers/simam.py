@@ -28,8 +28,7 @@ Four implementations of this one formula, equal to float rounding (tests/test_si
   converts it (it aborts on PyLayer and on custom operators), and Paddle Inference's oneDNN keeps
   its every operation on a feature map in oneDNN's own memory format, where a mean over H and W, or
   ``square`` and ``divide``, fall out of oneDNN and force layout reorders of the feature map around
-  each SimAM (AlexNet-SimAM exported that way ran at 0.39x AlexNet's speed with oneDNN on 2 threads,
-  against 0.79x with "static": BENCHMARKS.md, "Deployment", ``run_3`` and ``run_4``).
+  each SimAM (BENCHMARKS.md, "Deployment", measures both).
 - ``"deploy"``: inside :func:`deploy_operator`, static graphs record SimAM as one operator,
   ``simam_deploy`` (``simam_deploy.py``), which Paddle Inference runs in oneDNN's own memory format;
   ``simam_paddle.export`` writes every Paddle export both ways.

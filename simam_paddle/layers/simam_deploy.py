@@ -33,19 +33,18 @@ from pathlib import Path
 
 import paddle
 
-from . import onednn
+from . import onednn, threads
 from .custom_ops import OperatorLibrary
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = (CSRC / "simam_deploy_op.cc",)
-HEADERS = (CSRC / "simam_channel.h", *onednn.HEADERS)
+HEADERS = (CSRC / "simam_channel.h", CSRC / "parallel.h", *onednn.HEADERS)
 CXX_FLAGS = ["-O3", "-fopenmp"]
 
 
 def ld_flags() -> list[str]:
-    """Link flags: Paddle's oneDNN, and the OpenMP runtime it runs on (see the module docstring)."""
-    openmp = ["-l:libiomp5.so"] if (onednn.paddle_libs() / "libiomp5.so").is_file() else ["-fopenmp"]
-    return [*openmp, "-l:libdnnl.so.3"]
+    """Link flags: Paddle's oneDNN, and the OpenMP runtime it runs on (``threads.py``)."""
+    return [*threads.link_flags(), "-l:libdnnl.so.3"]
 
 
 LIBRARY = OperatorLibrary(
@@ -67,9 +66,7 @@ def status() -> dict:
 
 def library_file() -> Path:
     """The compiled library (after a successful :func:`prepare`), for programs that load it themselves."""
-    LIBRARY.loaded()
-    name = f"simam_paddle_{LIBRARY.name}"
-    return LIBRARY.cache_dir() / name / f"{name}.so"
+    return LIBRARY.file()
 
 
 # What simam_deploy_path returns: the memory format simam_deploy finds x in, and so the path it takes.

@@ -5,13 +5,10 @@ into one library with ``paddle.utils.cpp_extension.load``: ``simam_fused`` (``cs
 SimAM itself, and ``simam_relu_maxpool`` (``csrc/simam_relu_pool_op.cc``), SimAM, ReLU and an
 optional max-pool as one call (see ``fusion.py``); ``csrc/simam_channel.h`` holds the per-channel
 arithmetic both share. Built and cached as every operator library of this package is
-(``custom_ops.py``); the first build takes 10-30 s.
+(``custom_ops.py``).
 
-Threads: ``$SIMAM_PADDLE_NUM_THREADS`` when set; otherwise the CPU cores this process may run on,
-shared out among the processes of a distributed launch on this machine (``$PADDLE_LOCAL_SIZE``),
-at most 8; read once by :func:`prepare`. Paddle runs its own CPU operators on one thread unless
-``OMP_NUM_THREADS`` says otherwise, so in a single-process job the other cores sit idle beside them;
-SimAM's kernel uses them (on 7x7 maps one thread is arithmetic-bound: see BENCHMARKS.md). The
+Threads: those of Paddle's own CPU operators and oneDNN, on the same OpenMP runtime (``threads.py``:
+``$SIMAM_PADDLE_NUM_THREADS``, else the available cores, at most 8; set by :func:`prepare`). The
 channels are handed out in chunks, so a thread that a busy machine deschedules holds up one chunk,
 not half the tensor; the result is the same, to the bit, for any number of threads.
 
@@ -28,20 +25,20 @@ from pathlib import Path
 
 import paddle
 
+from . import threads
 from .custom_ops import OperatorLibrary
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 # The operators (compiled into one library) and the header they share.
 SOURCES = (CSRC / "simam_op.cc", CSRC / "simam_relu_pool_op.cc")
-HEADERS = (CSRC / "simam_channel.h",)
-# -O3 for the vectorised loops; OpenMP splits the channels across threads (see num_threads).
+HEADERS = (CSRC / "simam_channel.h", CSRC / "parallel.h")
+# -O3 for the vectorised loops; OpenMP splits the channels across threads, on the runtime that
+# Paddle's oneDNN uses (threads.link_flags).
 CXX_FLAGS = ["-O3", "-fopenmp"]
-LD_FLAGS = ["-fopenmp"]
-THREADS_ENV = "SIMAM_PADDLE_NUM_THREADS"
 
 LIBRARY = OperatorLibrary(
     "kernel", SOURCES, HEADERS, ("simam_fused", "simam_relu_maxpool"), what="SimAM's fused CPU kernel",
-    fallback="using the pure-Paddle path", cxx_flags=CXX_FLAGS, ld_flags=LD_FLAGS, threads_env=THREADS_ENV,
+    fallback="using the pure-Paddle path", cxx_flags=CXX_FLAGS, ld_flags=threads.link_flags,
 )
 
 
@@ -56,12 +53,12 @@ def prepare() -> bool:
 
 def status() -> dict:
     """Which SimAM CPU path this process has: {"kernel": bool, "threads": int, "error": str | None}."""
-    return {"kernel": LIBRARY.module is not None, "threads": LIBRARY.num_threads, "error": LIBRARY.error}
+    return {"kernel": LIBRARY.module is not None, "threads": threads.running(), "error": LIBRARY.error}
 
 
 def num_threads() -> int:
-    """Threads the kernel runs on (see the module docstring; known once :func:`prepare` ran)."""
-    return LIBRARY.num_threads
+    """Threads the kernel runs on: what the OpenMP runtime reports (see ``threads.py``)."""
+    return threads.running()
 
 
 def load_error() -> str | None:
@@ -76,7 +73,7 @@ def cache_dir() -> Path:
 
 def simam_fused(x: paddle.Tensor, e_lambda: float) -> paddle.Tensor:
     """SimAM of a CPU float32/float64 [B, C, H, W] tensor with the fused kernel (after prepare())."""
-    return LIBRARY.loaded().simam_fused(x, float(e_lambda), LIBRARY.num_threads)[0]
+    return LIBRARY.loaded().simam_fused(x, float(e_lambda))[0]
 
 
 def simam_relu_maxpool(x: paddle.Tensor, e_lambda: float, pool_size: int = 0, pool_stride: int = 1) -> paddle.Tensor:
@@ -85,5 +82,4 @@ def simam_relu_maxpool(x: paddle.Tensor, e_lambda: float, pool_size: int = 0, po
 
     A training step keeps only x and two numbers per channel: see ``csrc/simam_relu_pool_op.cc``.
     """
-    return LIBRARY.loaded().simam_relu_maxpool(x, float(e_lambda), int(pool_size), int(pool_stride),
-                                               LIBRARY.num_threads)[0]
+    return LIBRARY.loaded().simam_relu_maxpool(x, float(e_lambda), int(pool_size), int(pool_stride))[0]

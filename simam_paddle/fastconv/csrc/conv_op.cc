@@ -13,8 +13,8 @@
 // keyed by the shape, the attributes and the thread count). The library linked is the libdnnl.so.3
 // that Paddle ships (see fastconv/kernel.py); the headers in onednn/ are of the same minor version.
 //
-// Threads: oneDNN's OpenMP runtime uses the calling thread's omp_get_max_threads(); every call
-// sets it to `threads` for its duration and puts the previous value back.
+// Threads: oneDNN runs on the OpenMP runtime Paddle's oneDNN uses, with its omp_get_max_threads()
+// (this library links that runtime: see simam_paddle's threads.py).
 
 #include <omp.h>
 
@@ -40,15 +40,6 @@ dnnl::engine& cpu_engine() {
   return engine;
 }
 
-class ThreadScope {
- public:
-  explicit ThreadScope(int threads) : previous_(omp_get_max_threads()) { omp_set_num_threads(threads); }
-  ~ThreadScope() { omp_set_num_threads(previous_); }
-
- private:
-  int previous_;
-};
-
 // One convolution: shapes and attributes as oneDNN takes them.
 struct Geometry {
   Dims src, weights, bias, dst, strides, dilates, pad_l, pad_r;
@@ -67,7 +58,7 @@ struct Geometry {
 
 Geometry make_geometry(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& w_shape,
                        const std::vector<int>& strides, const std::vector<int>& paddings,
-                       const std::vector<int>& dilations, int threads) {
+                       const std::vector<int>& dilations) {
   PD_CHECK(x_shape.size() == 4 && w_shape.size() == 4, "fastconv: x and w must be 4-D (NCHW, OIHW)");
   PD_CHECK(strides.size() == 2 && paddings.size() == 4 && dilations.size() == 2,
            "fastconv: strides [h, w], paddings [top, bottom, left, right], dilations [h, w]");
@@ -86,7 +77,7 @@ Geometry make_geometry(const std::vector<int64_t>& x_shape, const std::vector<in
   g.dilates = {dilations[0] - 1, dilations[1] - 1};  // oneDNN counts the gaps
   g.pad_l = {paddings[0], paddings[2]};
   g.pad_r = {paddings[1], paddings[3]};
-  g.threads = threads;
+  g.threads = omp_get_max_threads();  // primitives are built for the team they run with
   return g;
 }
 
@@ -250,17 +241,16 @@ void weight_grad_in_chunks(const Geometry& g, const paddle::Tensor& x, const pad
 std::vector<paddle::Tensor> FastConvForward(const paddle::Tensor& x_in, const paddle::Tensor& w_in,
                                             const paddle::Tensor& bias_in, const std::vector<int>& strides,
                                             const std::vector<int>& paddings, const std::vector<int>& dilations,
-                                            int threads, bool need_x_grad, bool need_weight_grad) {
+                                            bool need_x_grad, bool need_weight_grad) {
   check_input(x_in, "x");
   check_input(w_in, "w");
   check_input(bias_in, "bias");
   const auto x = contiguous(x_in), w = contiguous(w_in), bias = contiguous(bias_in);
-  const Geometry g = make_geometry(x.shape(), w.shape(), strides, paddings, dilations, threads);
+  const Geometry g = make_geometry(x.shape(), w.shape(), strides, paddings, dilations);
   PD_CHECK(bias.numel() == g.bias[0], "fastconv: bias must hold one value per output channel");
   auto y = paddle::empty(std::vector<int64_t>(g.dst.begin(), g.dst.end()), x.dtype(), x.place());
   if (y.numel() == 0) return {y};
   guarded("forward", [&] {
-    ThreadScope scope(threads);
     auto p = primitives_for(g);
     dnnl::stream stream(cpu_engine());
     const memory y_user = user_memory(g.dst, y);
@@ -278,10 +268,10 @@ std::vector<paddle::Tensor> FastConvForward(const paddle::Tensor& x_in, const pa
 std::vector<paddle::Tensor> FastConvBackward(const paddle::Tensor& x_in, const paddle::Tensor& w_in,
                                              const paddle::Tensor& dy_in, const std::vector<int>& strides,
                                              const std::vector<int>& paddings, const std::vector<int>& dilations,
-                                             int threads, bool need_x_grad, bool need_weight_grad) {
+                                             bool need_x_grad, bool need_weight_grad) {
   const auto x = contiguous(x_in), w = contiguous(w_in), dy = contiguous(dy_in);
   check_input(dy, "dy");
-  const Geometry g = make_geometry(x.shape(), w.shape(), strides, paddings, dilations, threads);
+  const Geometry g = make_geometry(x.shape(), w.shape(), strides, paddings, dilations);
   PD_CHECK(dy.shape() == std::vector<int64_t>(g.dst.begin(), g.dst.end()), "fastconv: dy has the wrong shape");
   auto dx = paddle::empty(x.shape(), x.dtype(), x.place());
   auto dw = paddle::empty(w.shape(), x.dtype(), x.place());
@@ -291,7 +281,6 @@ std::vector<paddle::Tensor> FastConvBackward(const paddle::Tensor& x_in, const p
             paddle::full({g.bias[0]}, 0.0, x.dtype(), x.place())};
   }
   guarded("backward", [&] {
-    ThreadScope scope(threads);
     auto p = primitives_for(g);
     dnnl::stream stream(cpu_engine());
     const memory dy_user = user_memory(g.dst, dy);
@@ -327,8 +316,8 @@ std::vector<std::vector<int64_t>> FastConvInferShape(const std::vector<int64_t>&
                                                      const std::vector<int64_t>& w_shape,
                                                      const std::vector<int64_t>& bias_shape,
                                                      const std::vector<int>& strides, const std::vector<int>& paddings,
-                                                     const std::vector<int>& dilations, int threads, bool, bool) {
-  const Geometry g = make_geometry(x_shape, w_shape, strides, paddings, dilations, threads);
+                                                     const std::vector<int>& dilations, bool, bool) {
+  const Geometry g = make_geometry(x_shape, w_shape, strides, paddings, dilations);
   return {std::vector<int64_t>(g.dst.begin(), g.dst.end())};
 }
 
@@ -338,7 +327,7 @@ std::vector<paddle::DataType> FastConvInferDtype(const paddle::DataType& x, cons
 }
 
 #define FASTCONV_ATTRS                                                                                      \
-  {"strides: std::vector<int>", "paddings: std::vector<int>", "dilations: std::vector<int>", "threads: int", \
+  {"strides: std::vector<int>", "paddings: std::vector<int>", "dilations: std::vector<int>", \
    "need_x_grad: bool", "need_weight_grad: bool"}
 
 PD_BUILD_OP(fastconv)

@@ -22,6 +22,7 @@
 #endif
 
 #include "paddle/extension.h"
+#include "parallel.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && defined(__linux__)
 // One build serves any x86-64 CPU: the loops are compiled for AVX-512, AVX2 and the baseline,
@@ -92,7 +93,7 @@ inline __attribute__((always_inline)) double sum_double(const T* x, int64_t N) {
 // a multiple of 8. The element-wise loops of a channel run over `spilled` values when the
 // channels after it in the same thread's range hold the spill (they overwrite it later): a whole
 // number of 8-wide vectors leaves no scalar remainder, which on 7x7 maps costs more than the
-// spill (rounding to 16, a whole number of AVX-512 vectors, measured about 5% slower there).
+// spill (rounding to 16, a whole number of AVX-512 vectors, was slower there).
 struct ChannelSize {
   explicit ChannelSize(int64_t positions)
       : N(positions),
@@ -193,8 +194,8 @@ inline size_t backward_scratch_size(const ChannelSize& size) { return 4 * static
 // The forward takes channels in blocks of kChannelBlock: first the statistics of the block, then
 // its element-wise loops. The statistics are a chain of dependent additions ending in a division;
 // channel after channel, each element-wise loop would wait for its own chain, while the chains of
-// a block are independent and overlap in the CPU (about 8% faster on 7x7 maps, where a channel is
-// 49 values; the same in the backward, for its sums, measured no faster).
+// a block are independent and overlap in the CPU (faster on 7x7 maps, where a channel is
+// 49 values; the same in the backward, for its sums, was no faster).
 constexpr int64_t kChannelBlock = 16;
 
 // mean, k and finite-ness of channels [c0, c1), c1 - c0 <= kChannelBlock.
@@ -258,25 +259,16 @@ inline __attribute__((always_inline)) void channel_output(const T* xc, T* oc, T 
   }
 }
 
-// Threads: as many as the caller asks for (see simam_kernel.py); small tensors stay on one thread.
-// The channels go out in chunks of about kChunkValues values, one chunk at a time to whichever
-// thread is free: on a shared machine a descheduled thread then holds up one chunk, where an even
-// split would leave its sibling waiting for the whole of its half.
-constexpr int64_t kParallelMinElements = 32768;
+// The B*C channels go out in chunks of about kChunkValues values (see parallel.h).
 constexpr int64_t kChunkValues = 16384;
 
 // Runs body(begin, end) over consecutive ranges of channels that together cover [0, channels).
 template <typename Body>
-void split_channels(int64_t channels, int64_t N, int num_threads, const Body& body) {
-  const int team = channels * N >= kParallelMinElements ? std::max(num_threads, 1) : 1;
-  if (team == 1) {
-    body(0, channels);
-    return;
-  }
+void split_channels(int64_t channels, int64_t N, const Body& body) {
   const int64_t chunk = std::max<int64_t>(1, kChunkValues / N);
   const int64_t chunks = (channels + chunk - 1) / chunk;
-#pragma omp parallel for num_threads(team) schedule(dynamic, 1)
-  for (int64_t i = 0; i < chunks; ++i) body(i * chunk, std::min(channels, (i + 1) * chunk));
+  for_each_item(chunks, team_for(channels * N), [] { return 0; },
+                [&](int64_t i, int) { body(i * chunk, std::min(channels, (i + 1) * chunk)); });
 }
 
 // A fresh output buffer costs a page fault per 4 KiB on first write: for a [128, 48, 32, 32]

@@ -20,10 +20,8 @@
 // channels is computed into a scratch buffer while it sits in cache and only the pooled values are
 // written: the operator costs what the max-pool it replaces costs, plus SimAM's arithmetic.
 // float32 only in the oneDNN formats (oneDNN inference is float32); float32 and float64 in NCHW.
-// Threads: OpenMP's, as many as oneDNN runs with in this process (omp_get_max_threads, which Paddle
-// Inference sets from its CPU math thread setting). The library is linked against the OpenMP runtime
-// that Paddle's oneDNN runs on (Intel's libiomp5 in Paddle's x86 wheels; see simam_deploy.py): with
-// a runtime of its own, the two runtimes' idle threads spin against each other on the same cores.
+// Threads: as many as oneDNN runs with in this process (parallel.h; Paddle Inference sets them from
+// its CPU math thread setting).
 
 // dense_tensor.h declares DenseTensor::mem_desc() only outside custom-operator builds; the
 // declaration adds no data member, so the class is the same either way.
@@ -39,9 +37,7 @@
 #define PADDLE_WITH_CUSTOM_KERNEL
 #endif
 
-#include <omp.h>
 
-#include <atomic>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "simam_channel.h"
@@ -175,44 +171,23 @@ SIMAM_MULTIVERSION void planes_forward(const double* x, double* out, int64_t beg
   planes_forward_impl<double>(x, out, begin, end, size, geo, lambda, relu, scratch);
 }
 
-int max_threads(int64_t values) { return values >= simam::kParallelMinElements ? omp_get_max_threads() : 1; }
-
-// body(i, scratch) for i in [0, items), one item at a time to whichever of `team` threads is free;
-// each thread has a scratch buffer of scratch_size values. Only `omp parallel` itself is used: the
-// OpenMP runtime this library runs on (Intel's, through its GNU-compatible entry points) lacks
-// those GCC emits for "schedule(dynamic)" loops, which would then bind to GCC's runtime and leave
-// every thread running every item.
-template <typename T, typename Body>
-void for_each_item(int64_t items, int team, size_t scratch_size, const Body& body) {
-  if (team <= 1 || items <= 1) {
-    std::vector<T> scratch(scratch_size);
-    for (int64_t i = 0; i < items; ++i) body(i, scratch.data());
-    return;
-  }
-  std::atomic<int64_t> next{0};
-#pragma omp parallel num_threads(static_cast<int>(std::min<int64_t>(team, items)))
-  {
-    std::vector<T> scratch(scratch_size);
-    for (int64_t i = next++; i < items; i = next++) body(i, scratch.data());
-  }
-}
-
 // Dense channels-last float32 in memory, [B, H, W, C] in, [B, OH, OW, C] out. Each image's
 // channels go out in groups of at most kMaxLanes (a multiple of 8, smaller when there are few
 // images, so that every thread gets work).
 void channels_last_forward(const float* x, float* out, int64_t batch, int64_t channels, const ChannelSize& size,
                            const PoolGeometry& geo, double lambda, bool relu) {
-  const int team = max_threads(batch * channels * size.N);
+  const int team = simam::team_for(batch * channels * size.N);
   const int64_t wanted = std::max<int64_t>(1, (4 * team + batch - 1) / batch);  // groups per image
   const int64_t lanes = std::min(kMaxLanes, std::max<int64_t>(8, ((channels + wanted - 1) / wanted + 7) / 8 * 8));
   const int64_t groups = (channels + lanes - 1) / lanes;
   const int64_t P = geo.outputs();
-  for_each_item<float>(batch * groups, team, geo.size ? static_cast<size_t>(size.N * lanes) : 0,
-                       [&](int64_t i, float* scratch) {
+  const size_t scratch_size = geo.size ? static_cast<size_t>(size.N * lanes) : 0;
+  simam::for_each_item(batch * groups, team, [&] { return std::vector<float>(scratch_size); },
+                       [&](int64_t i, std::vector<float>& scratch) {
                          const int64_t b = i / groups, c0 = (i % groups) * lanes;
                          lanes_forward(x + b * size.N * channels + c0, out + b * P * channels + c0,
                                        std::min(lanes, channels - c0), channels, channels, size, geo, lambda, relu,
-                                       scratch);
+                                       scratch.data());
                        });
 }
 
@@ -226,11 +201,12 @@ void planes(const paddle::Tensor& x, paddle::Tensor& out, const PoolGeometry& ge
   PD_DISPATCH_FLOATING_TYPES(x.type(), "simam_deploy", ([&] {
                                const data_t* xd = x.data<data_t>();
                                data_t* od = out.data<data_t>();
-                               for_each_item<data_t>(chunks, max_threads(x.numel()), geo.size ? size.N : 0,
-                                                     [&](int64_t i, data_t* scratch) {
+                               simam::for_each_item(chunks, simam::team_for(x.numel()),
+                                                     [&] { return std::vector<data_t>(geo.size ? size.N : 0); },
+                                                     [&](int64_t i, std::vector<data_t>& scratch) {
                                                        planes_forward(xd, od, i * chunk,
                                                                       std::min(channels, (i + 1) * chunk), size, geo,
-                                                                      lambda, relu, scratch);
+                                                                      lambda, relu, scratch.data());
                                                      });
                              }));
 }

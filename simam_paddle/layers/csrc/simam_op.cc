@@ -62,7 +62,7 @@ SIMAM_MULTIVERSION void backward_range(const double* x, const double* mean, cons
 
 }  // namespace
 
-std::vector<paddle::Tensor> SimamForward(const paddle::Tensor& x_in, double e_lambda, int num_threads) {
+std::vector<paddle::Tensor> SimamForward(const paddle::Tensor& x_in, double e_lambda) {
   simam::check_cpu_4d(x_in, "simam_fused");
   const paddle::Tensor x = simam::contiguous(x_in);
   const auto shape = x.shape();
@@ -75,7 +75,7 @@ std::vector<paddle::Tensor> SimamForward(const paddle::Tensor& x_in, double e_la
     PD_DISPATCH_FLOATING_TYPES(x.type(), "simam_fused", ([&] {
                                  const data_t* xd = x.data<data_t>();
                                  data_t *yd = y.data<data_t>(), *md = mean.data<data_t>(), *kd = k.data<data_t>();
-                                 simam::split_channels(channels, size.N, num_threads, [&](int64_t begin, int64_t end) {
+                                 simam::split_channels(channels, size.N, [&](int64_t begin, int64_t end) {
                                    forward_range(xd, yd, md, kd, begin, end, size, e_lambda);
                                  });
                                }));
@@ -84,7 +84,7 @@ std::vector<paddle::Tensor> SimamForward(const paddle::Tensor& x_in, double e_la
 }
 
 std::vector<paddle::Tensor> SimamBackward(const paddle::Tensor& x_in, const paddle::Tensor& mean,
-                                          const paddle::Tensor& k, const paddle::Tensor& grad_in, int num_threads) {
+                                          const paddle::Tensor& k, const paddle::Tensor& grad_in) {
   simam::check_cpu_4d(x_in, "simam_fused_grad");
   const paddle::Tensor x = simam::contiguous(x_in);
   const paddle::Tensor grad = simam::contiguous(grad_in);
@@ -97,7 +97,7 @@ std::vector<paddle::Tensor> SimamBackward(const paddle::Tensor& x_in, const padd
                                  const data_t *xd = x.data<data_t>(), *md = mean.data<data_t>(),
                                               *kd = k.data<data_t>(), *gd = grad.data<data_t>();
                                  data_t* dxd = dx.data<data_t>();
-                                 simam::split_channels(channels, size.N, num_threads, [&](int64_t begin, int64_t end) {
+                                 simam::split_channels(channels, size.N, [&](int64_t begin, int64_t end) {
                                    std::vector<data_t> scratch(simam::backward_scratch_size(size));
                                    backward_range(xd, md, kd, gd, dxd, begin, end, size, scratch.data());
                                  });
@@ -118,7 +118,7 @@ std::vector<paddle::DataType> SimamInferDtype(const paddle::DataType& x_dtype) {
 PD_BUILD_OP(simam_fused)
     .Inputs({"X"})
     .Outputs({"Y", "Mean", "K"})
-    .Attrs({"e_lambda: double", "num_threads: int"})
+    .Attrs({"e_lambda: double"})
     .SetKernelFn(PD_KERNEL(SimamForward))
     .SetInferShapeFn(PD_INFER_SHAPE(SimamInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(SimamInferDtype));
@@ -126,5 +126,4 @@ PD_BUILD_OP(simam_fused)
 PD_BUILD_GRAD_OP(simam_fused)
     .Inputs({"X", "Mean", "K", paddle::Grad("Y")})
     .Outputs({paddle::Grad("X")})
-    .Attrs({"num_threads: int"})
-    .SetKernelFn(PD_KERNEL(SimamBackward));
+        .SetKernelFn(PD_KERNEL(SimamBackward));

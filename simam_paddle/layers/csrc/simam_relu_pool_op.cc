@@ -110,7 +110,7 @@ std::vector<int64_t> output_shape(const std::vector<int64_t>& shape, const PoolG
 }  // namespace
 
 std::vector<paddle::Tensor> SimamReluPoolForward(const paddle::Tensor& x_in, double e_lambda, int pool_size,
-                                                 int pool_stride, int num_threads) {
+                                                 int pool_stride) {
   simam::check_cpu_4d(x_in, "simam_relu_maxpool");
   const paddle::Tensor x = simam::contiguous(x_in);
   const auto shape = x.shape();
@@ -124,7 +124,7 @@ std::vector<paddle::Tensor> SimamReluPoolForward(const paddle::Tensor& x_in, dou
     PD_DISPATCH_FLOATING_TYPES(x.type(), "simam_relu_maxpool", ([&] {
                                  const data_t* xd = x.data<data_t>();
                                  data_t *od = out.data<data_t>(), *md = mean.data<data_t>(), *kd = k.data<data_t>();
-                                 simam::split_channels(channels, size.N, num_threads, [&](int64_t begin, int64_t end) {
+                                 simam::split_channels(channels, size.N, [&](int64_t begin, int64_t end) {
                                    std::vector<data_t> y(size.spilled);
                                    forward_range(xd, od, md, kd, begin, end, size, geo, e_lambda, y.data());
                                  });
@@ -135,7 +135,7 @@ std::vector<paddle::Tensor> SimamReluPoolForward(const paddle::Tensor& x_in, dou
 
 std::vector<paddle::Tensor> SimamReluPoolBackward(const paddle::Tensor& x_in, const paddle::Tensor& mean,
                                                   const paddle::Tensor& k, const paddle::Tensor& grad_in,
-                                                  int pool_size, int pool_stride, int num_threads) {
+                                                  int pool_size, int pool_stride) {
   simam::check_cpu_4d(x_in, "simam_relu_maxpool_grad");
   const paddle::Tensor x = simam::contiguous(x_in);
   const paddle::Tensor grad = simam::contiguous(grad_in);
@@ -149,7 +149,7 @@ std::vector<paddle::Tensor> SimamReluPoolBackward(const paddle::Tensor& x_in, co
                                  const data_t *xd = x.data<data_t>(), *md = mean.data<data_t>(),
                                               *kd = k.data<data_t>(), *gd = grad.data<data_t>();
                                  data_t* dxd = dx.data<data_t>();
-                                 simam::split_channels(channels, size.N, num_threads, [&](int64_t begin, int64_t end) {
+                                 simam::split_channels(channels, size.N, [&](int64_t begin, int64_t end) {
                                    std::vector<data_t> work(2 * size.spilled + simam::backward_scratch_size(size));
                                    data_t* y = work.data();
                                    backward_range(xd, md, kd, gd, dxd, begin, end, size, geo, y, y + size.spilled,
@@ -161,7 +161,7 @@ std::vector<paddle::Tensor> SimamReluPoolBackward(const paddle::Tensor& x_in, co
 }
 
 std::vector<std::vector<int64_t>> SimamReluPoolInferShape(const std::vector<int64_t>& x_shape, double,
-                                                          int pool_size, int pool_stride, int) {
+                                                          int pool_size, int pool_stride) {
   std::vector<int64_t> stats = {x_shape[0], x_shape[1]};
   return {output_shape(x_shape, pool_geometry(x_shape, pool_size, pool_stride)), stats, stats};
 }
@@ -173,7 +173,7 @@ std::vector<paddle::DataType> SimamReluPoolInferDtype(const paddle::DataType& x_
 PD_BUILD_OP(simam_relu_maxpool)
     .Inputs({"X"})
     .Outputs({"Out", "Mean", "K"})
-    .Attrs({"e_lambda: double", "pool_size: int", "pool_stride: int", "num_threads: int"})
+    .Attrs({"e_lambda: double", "pool_size: int", "pool_stride: int"})
     .SetKernelFn(PD_KERNEL(SimamReluPoolForward))
     .SetInferShapeFn(PD_INFER_SHAPE(SimamReluPoolInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(SimamReluPoolInferDtype));
@@ -181,5 +181,5 @@ PD_BUILD_OP(simam_relu_maxpool)
 PD_BUILD_GRAD_OP(simam_relu_maxpool)
     .Inputs({"X", "Mean", "K", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X")})
-    .Attrs({"pool_size: int", "pool_stride: int", "num_threads: int"})
+    .Attrs({"pool_size: int", "pool_stride: int"})
     .SetKernelFn(PD_KERNEL(SimamReluPoolBackward));
