@@ -140,6 +140,7 @@ def overrides(texts: list[str], tool: str, allowed: tuple[str, ...], why: str) -
 def run(main: Callable[[], int | None]) -> int:
     """Call a tool's ``main`` and turn its failures into one message and the convention's exit code."""
     from .layers.custom_ops import KernelUnavailable
+    from .layers.threads import SettingError
 
     try:
         return main() or EXIT_OK
@@ -149,7 +150,7 @@ def run(main: Callable[[], int | None]) -> int:
     except (ExportError, KernelUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except (BadInput, FileNotFoundError) as exc:
+    except (BadInput, SettingError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -55,6 +55,7 @@ from paddle import nn
 from paddle.autograd import PyLayer
 
 from . import simam_deploy, simam_kernel
+from .threads import SettingError
 
 FLOAT_DTYPES = (paddle.float16, paddle.bfloat16, paddle.float32, paddle.float64)
 # Low-precision inputs are promoted for the statistics: a sum of squares over H*W positions
@@ -112,7 +113,11 @@ def _kernel_supports(x: paddle.Tensor) -> bool:
 def requested_backend(backend: str = "auto") -> str:
     """The backend asked for: ``backend``, or for "auto" ``$SIMAM_PADDLE_BACKEND`` when it is set."""
     if check_backend(backend) == "auto":
-        return check_backend(os.environ.get(BACKEND_ENV, "auto"))
+        chosen = os.environ.get(BACKEND_ENV, "auto")
+        if chosen not in BACKENDS:
+            raise SettingError(f"${BACKEND_ENV}={chosen!r} is not a SimAM backend; valid names: {', '.join(BACKENDS)}, "
+                               "or unset it")
+        return chosen
     return backend
 
 
@@ -151,6 +156,7 @@ def _weight_plain(xs: paddle.Tensor, e_lambda: float) -> paddle.Tensor:
     return F.sigmoid(e)
 
 
+@paddle.jit.not_to_static  # see simam()
 def simam_weight(x: paddle.Tensor, e_lambda: float = E_LAMBDA) -> paddle.Tensor:
     """SimAM's weight sigmoid(e) of every activation of x [B, C, H, W] (``simam(x) == x * simam_weight(x)``),
     in x's dtype, computed as plain operations (float16/bfloat16: in float32); with H*W == 1, sigmoid(0.5)."""
@@ -239,6 +245,10 @@ class _SimAMFunction(PyLayer):
         return dx.astype(x.dtype) if stats_dtype is not None else dx
 
 
+# not_to_static: dy2static would re-create these functions from their source in a module of its own,
+# where the default E_LAMBDA is not defined; their bodies branch on Python values only, so a static
+# graph records the same operators when they run as they are.
+@paddle.jit.not_to_static
 def simam(x: paddle.Tensor, e_lambda: float = E_LAMBDA, backend: str = "auto") -> paddle.Tensor:
     """Apply SimAM to x ([B, C, H, W], any float dtype); returns a tensor of x's shape and dtype.
 
