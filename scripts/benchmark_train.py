@@ -8,17 +8,19 @@ PyTorch with its own (the available cores).
    and forward+backward (the gradient of the output against a fixed output gradient, for the
    weight, the bias and, except for conv1 whose input is the images, the input), by
    ``paddle.nn.Conv2D`` ("paddle"), ``simam_paddle.fastconv.Conv2D`` ("fastconv", what the models
-   use) and ``torch.nn.Conv2d`` ("torch").
+   use; "bf16": its bfloat16 mode, ``train.precision=bf16``, on CPUs with bf16 instructions) and
+   ``torch.nn.Conv2d`` ("torch").
 2. Models: one training step (forward in train mode, label-smoothing loss, backward, Adam step,
    clearing the gradients) and one inference forward (eval mode, no_grad) of AlexNet and
    AlexNet-SimAM as the package builds them by default ("fastconv"), with ``fast_conv=False``
-   ("paddle"), and the same networks in PyTorch ("torch": the same layers, dropout, label smoothing
+   ("paddle"), in bf16 mode ("bf16"), and the same networks in PyTorch ("torch": the same layers, dropout, label smoothing
    0.1, Adam with L2 weight decay; SimAM as the paper's official code writes it, unfused).
 3. Pipeline (``--data ROOT``, the CIFAR-10 image folder): ``simam-train`` for one epoch of
    ``--pipeline-images`` training images with the recipe's data pipeline, its end-to-end training
    images/s (history.json's ``train_ips``: loading, augmentation, the step, logging), alternated
    over ``--pipeline-rounds`` rounds with the model-only training step of the same model on one
-   ready batch, each in a fresh process.
+   ready batch, each in a fresh process, for each ``--pipeline-workers`` count; the full recipe's
+   CPU time (50 epochs of 50,000 training and 10,000 test images) estimated from those rates.
 
 Paddle and PyTorch never share a process (each brings its own OpenMP runtime): PyTorch's candidates
 run in a worker process of this script (``--torch-worker``, which never imports Paddle), in turn
@@ -51,7 +53,7 @@ from simam_paddle import timing  # noqa: E402  (standard library only: the PyTor
 BATCH = 128
 MODELS = ("alexnet", "alexnet_simam")
 E_LAMBDA = 1e-4  # the recipe's lambda, the package's default
-IMPLS = ("paddle", "fastconv", "torch")
+IMPLS = ("paddle", "fastconv", "bf16", "torch")
 
 
 def conv_inputs(convs, input_size: int) -> list[tuple[str, tuple, list[int]]]:
@@ -162,15 +164,20 @@ def torch_worker_process(kind: str, spec: dict) -> timing.Worker:
 
 # -- Paddle, in this process ----------------------------------------------------------------------
 
-def paddle_layer_candidates(spec: tuple, shape: list[int], needs_input_grad: bool) -> dict:
+def paddle_layer_candidates(spec: tuple, shape: list[int], needs_input_grad: bool, bf16: bool) -> dict:
     import paddle
 
     from simam_paddle.fastconv import Conv2D as FastConv2D
+    from simam_paddle.fastconv import use_bfloat16
 
     cin, cout, k, stride, pad = spec
     layers = {"paddle": paddle.nn.Conv2D(cin, cout, k, stride=stride, padding=pad)}
     layers["fastconv"] = FastConv2D(cin, cout, k, stride=stride, padding=pad)
     layers["fastconv"].set_state_dict(layers["paddle"].state_dict())
+    if bf16:
+        layers["bf16"] = FastConv2D(cin, cout, k, stride=stride, padding=pad)
+        layers["bf16"].set_state_dict(layers["paddle"].state_dict())
+        use_bfloat16(layers["bf16"])
     x = paddle.to_tensor(random_inputs(shape, 0), stop_gradient=not needs_input_grad)
     dy = paddle.to_tensor(random_inputs(layers["paddle"](x).shape, 1))
     candidates = {}
@@ -186,12 +193,15 @@ def paddle_layer_candidates(spec: tuple, shape: list[int], needs_input_grad: boo
     return candidates
 
 
-def paddle_step(model_name: str, fast_conv: bool, x, y):
+def paddle_step(model_name: str, fast_conv: bool, x, y, bf16: bool = False):
     import paddle
 
     from simam_paddle import LabelSmoothingCrossEntropy, build_model
+    from simam_paddle.fastconv import use_bfloat16
 
     model = build_model(model_name, fast_conv=fast_conv)
+    if bf16:
+        use_bfloat16(model)
     loss_fn = LabelSmoothingCrossEntropy(0.1)
     opt = paddle.optimizer.Adam(learning_rate=5e-4, parameters=model.parameters(), weight_decay=1e-5)
 
@@ -221,31 +231,41 @@ def model_step_rate(model_name: str, steps: int) -> float:
 
 
 def pipeline(args) -> dict:
-    """simam-train's end-to-end training images/s beside the model-only step rate, alternated in fresh processes."""
+    """simam-train's end-to-end training images/s beside the model-only step rate, alternated in fresh
+    processes, for each number of data-loading workers; and the full recipe's time estimated from them."""
+    from simam_paddle.compare import FULL_EPOCHS, FULL_TEST, FULL_TRAIN
+
     out = {}
     for model_name in MODELS:
-        timing.wait_for_quiet(args.quiet_wait)
-        load_before = os.getloadavg()
-        e2e, step = [], []
-        for _ in range(args.pipeline_rounds):
-            with tempfile.TemporaryDirectory() as tmp:
-                cmd = [sys.executable, "-m", "simam_paddle.train", "--config", model_name, "-o", f"data.root={args.data}",
-                       "-o", f"data.limit_train={args.pipeline_images}", "-o", "data.limit_val=100", "-o", "train.epochs=1",
-                       "-o", "train.throughput_batches=0", "-o", f"train.output_dir={tmp}/run"]
-                subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                e2e.append(json.loads((Path(tmp) / "run" / "history.json").read_text())["epoch"]["train_ips"][0])
-            proc = subprocess.run([sys.executable, __file__, "--step-rate", model_name, "--steps", str(args.model_rounds)],
-                                  check=True, cwd=ROOT, capture_output=True, text=True)
-            step.append(float(proc.stdout.strip().splitlines()[-1]))
-        load_after = os.getloadavg()
-        e2e_median, step_median = sorted(e2e)[len(e2e) // 2], sorted(step)[len(step) // 2]
-        out[model_name] = {"end_to_end_ips": e2e, "model_step_ips": step, "ratio": e2e_median / step_median,
-                           "load_before": load_before, "load_after": load_after,
-                           "busy": load_before[0] > timing.busy_threshold()}
-        print(f"{model_name}: simam-train {e2e_median:.1f} img/s end to end, model-only step {step_median:.1f} img/s, "
-              f"ratio {e2e_median / step_median:.3f} (rounds: {', '.join(f'{v:.0f}' for v in e2e)} / "
-              f"{', '.join(f'{v:.0f}' for v in step)}; load {load_before[0]:.2f} before, {load_after[0]:.2f} after"
-              f"{'; BUSY' if out[model_name]['busy'] else ''})", flush=True)
+        for workers in args.pipeline_workers:
+            timing.wait_for_quiet(args.quiet_wait)
+            load_before = os.getloadavg()
+            e2e, val, step = [], [], []
+            for _ in range(args.pipeline_rounds):
+                with tempfile.TemporaryDirectory() as tmp:
+                    cmd = [sys.executable, "-m", "simam_paddle.train", "--config", model_name,
+                           "-o", f"data.root={args.data}", "-o", f"data.limit_train={args.pipeline_images}",
+                           "-o", "data.limit_val=2000", "-o", f"data.num_workers={workers}", "-o", "train.epochs=1",
+                           "-o", "train.throughput_batches=0", "-o", f"train.output_dir={tmp}/run"]
+                    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+                    epoch = json.loads((Path(tmp) / "run" / "history.json").read_text())["epoch"]
+                    e2e.append(epoch["train_ips"][0])
+                    val.append(epoch["val_ips"][0])
+                proc = subprocess.run([sys.executable, __file__, "--step-rate", model_name, "--steps", str(args.rounds)],
+                                      check=True, cwd=ROOT, capture_output=True, text=True)
+                step.append(float(proc.stdout.strip().splitlines()[-1]))
+            load_after = os.getloadavg()
+            median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+            row = {"workers": workers, "end_to_end_ips": e2e, "val_ips": val, "model_step_ips": step,
+                   "ratio": median(e2e) / median(step), "load_before": load_before, "load_after": load_after,
+                   "busy": load_before[0] > timing.busy_threshold(),
+                   # an estimate from the measured per-image costs, not a measurement
+                   "full_recipe_hours_estimate": FULL_EPOCHS * (FULL_TRAIN / median(e2e) + FULL_TEST / median(val)) / 3600}
+            out[f"{model_name} workers={workers}"] = row
+            print(f"{model_name}, {workers} workers: simam-train {median(e2e):.1f} img/s end to end, model-only step "
+                  f"{median(step):.1f} img/s, ratio {row['ratio']:.3f}; full recipe ~{row['full_recipe_hours_estimate']:.1f} h "
+                  f"(rounds {', '.join(f'{v:.0f}' for v in e2e)} / {', '.join(f'{v:.0f}' for v in step)}; "
+                  f"load {load_before[0]:.2f} before, {load_after[0]:.2f} after{'; BUSY' if row['busy'] else ''})", flush=True)
     return out
 
 
@@ -271,9 +291,10 @@ def machine() -> dict:
 
 
 def print_table(title: str, rows: dict[str, dict[str, float]], unit: str) -> None:
-    """Rows of figures per implementation, and fastconv's speed against each other one (> 1: fastconv faster)."""
+    """Rows of figures per implementation, fastconv's speed against the others (> 1: fastconv faster),
+    and bf16's against fastconv and torch."""
     order = [n for n in IMPLS if any(n in row for row in rows.values())]
-    others = [n for n in order if n != "fastconv"]
+    others = [n for n in order if n not in ("fastconv", "bf16")]
     print(f"\n{title} ({unit}, median)")
     print(f"{'':20s}" + "".join(f"{n:>12s}" for n in order) + "".join(f"{'fast vs ' + n:>16s}" for n in others))
     for key, row in rows.items():
@@ -281,6 +302,11 @@ def print_table(title: str, rows: dict[str, dict[str, float]], unit: str) -> Non
                  if n in row}
         print(f"{key:20s}" + "".join(f"{row[n]:12.1f}" if n in row else f"{'-':>12s}" for n in order)
               + "".join(f"{speed[n]:15.2f}x" if n in speed else f"{'-':>16s}" for n in others), flush=True)
+    for key, row in rows.items():
+        if "bf16" in row:
+            ratio = {n: (row["bf16"] / row[n] if unit == "images/s" else row[n] / row["bf16"])
+                     for n in ("fastconv", "torch") if n in row}
+            print(f"{key:20s} bf16 speed: " + ", ".join(f"{v:.2f}x {n}" for n, v in ratio.items()), flush=True)
 
 
 def main() -> None:
@@ -292,6 +318,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="the CIFAR-10 image folder, for the pipeline measurement")
     parser.add_argument("--pipeline-images", type=int, default=6400, help="training images of each simam-train run")
     parser.add_argument("--pipeline-rounds", type=int, default=3)
+    parser.add_argument("--pipeline-workers", type=int, nargs="+", default=[2],
+                        help="data.num_workers of the simam-train runs (each a row)")
     parser.add_argument("--quiet-wait", type=float, default=120.0,
                         help="seconds each measurement waits at most for a quiet machine (0: none)")
     parser.add_argument("--json", type=Path, help="write every figure here")
@@ -329,7 +357,7 @@ def main() -> None:
     if not args.skip_layers:
         rows = {}
         for name, spec, shape in conv_inputs(CONVS, INPUT_SIZE):
-            candidates = paddle_layer_candidates(spec, shape, needs_input_grad=name != "conv1")
+            candidates = paddle_layer_candidates(spec, shape, name != "conv1", bf16=info.get("bf16", False))
             worker = None
             if has_torch:
                 worker = torch_worker_process("layer", {"conv": spec, "input": shape, "needs_input_grad": name != "conv1"})
@@ -352,8 +380,10 @@ def main() -> None:
         x, y = paddle.to_tensor(x_np), paddle.to_tensor(y_np)
         candidates = {"train": {}, "infer": {}}
         for model_name in MODELS:
-            for impl, fast in (("paddle", False), ("fastconv", True)):
-                train, infer = paddle_step(model_name, fast, x, y)
+            for impl, fast, bf16 in (("paddle", False, False), ("fastconv", True, False), ("bf16", True, True)):
+                if bf16 and not info.get("bf16"):
+                    continue
+                train, infer = paddle_step(model_name, fast, x, y, bf16)
                 candidates["train"][f"{model_name} {impl}"], candidates["infer"][f"{model_name} {impl}"] = train, infer
         worker = torch_worker_process("models", {"convs": CONVS, "input_size": INPUT_SIZE}) if has_torch else None
         try:

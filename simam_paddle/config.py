@@ -85,6 +85,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "overwrite": Key(False, "bool", "start afresh in an output_dir that already holds a run, deleting it"),
         "visualdl": Key(False, "bool", "also write VisualDL scalars to output_dir/visualdl"),
         "amp": Key("off", "str", "mixed precision: off | O1 | O2 (needs a GPU)", _choice("off", "O1", "O2"), "one of off, O1, O2"),
+        "precision": Key("fp32", "str", "CPU training precision: fp32 | bf16 (the oneDNN convolutions read bfloat16 inputs and accumulate in float32; weights, gradients and Adam stay float32; needs model.fast_conv and a CPU with AVX512-BF16 or AMX)", _choice("fp32", "bf16"), "one of fp32, bf16"),
         "throughput_batches": Key(10, "int", "batches timed for the model-only throughput at the end of a run (0 = skip)", _non_negative, ">= 0"),
     },
 }

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import paddle
 
-from .config import NON_COMPUTATIONAL, ConfigError, load_config, save_config
+from .config import NON_COMPUTATIONAL, ConfigError, defaults, load_config, save_config
 from .data import class_names, classes_of
 from .errors import ArgumentError, CheckpointError, DataError, PathError
 from .io import atomic_paddle_save, atomic_write_json, remove_temp_files
@@ -236,7 +236,10 @@ def recover_replaced(out: Path) -> None:
 
 # -- checkpoints -----------------------------------------------------------------------------------
 def check_resumable(saved: dict, config: dict, path: Path) -> None:
-    """Refuse to resume with a config that would compute something else than the saved run."""
+    """Refuse to resume with a config that would compute something else than the saved run (a key
+    the saved run predates counts as its default)."""
+    base = defaults()
+    saved = {section: {**keys, **saved.get(section, {})} for section, keys in base.items()}
     changed = [
         f"{section}.{key}: {saved[section].get(key)!r} -> {value!r}"
         for section, values in config.items()

@@ -102,6 +102,15 @@ def check_environment(config: dict) -> None:
             f"train.amp={config['train']['amp']} needs a GPU build of Paddle with a GPU; this machine runs Paddle "
             "on the CPU, where mixed precision does not apply. Set train.amp=off"
         )
+    if config["train"]["precision"] == "bf16":
+        if not config["model"]["fast_conv"]:
+            raise ConfigError("train.precision=bf16 computes the oneDNN convolutions in bfloat16: it needs "
+                              "model.fast_conv=true (or set train.precision=fp32)")
+        if not fastconv.kernel.cpu_has_bf16():
+            raise ConfigError("train.precision=bf16 needs a CPU with bfloat16 instructions (AVX512-BF16 or AMX-BF16); "
+                              "this CPU has neither. Set train.precision=fp32")
+        if config["train"]["amp"] != "off":
+            raise ConfigError("train.precision=bf16 and train.amp are two mixed-precision modes: set train.amp=off")
     if config["train"]["visualdl"]:
         try:
             import visualdl  # noqa: F401
@@ -136,7 +145,8 @@ def describe_simam(info: dict) -> str:
 
 def describe_conv(info: dict) -> str:
     if info["implementation"] == "onednn":
-        return f"onednn (oneDNN {info['onednn']}, {info['threads']} threads, {info['layers']} layers)"
+        precision = ", bfloat16 inputs" if info.get("bf16") else ""
+        return f"onednn (oneDNN {info['onednn']}, {info['threads']} threads, {info['layers']} layers{precision})"
     if info["implementation"] == "none":
         return "none (the model has no convolution)"
     why = f"; oneDNN is unavailable: {info['error'].splitlines()[0]}" if info.get("error") else ""
@@ -173,6 +183,8 @@ class Trainer:
         except ValueError as exc:  # bad data (not an image, not CIFAR-10, too few images)
             raise DataError(f"data: {exc}") from exc
         self.model = build_from_config(config)
+        if tc["precision"] == "bf16":
+            fastconv.use_bfloat16(self.model)
         self.notes = []  # said once the log is open
         pretrained = None
         if config["model"]["pretrained"]:

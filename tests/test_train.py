@@ -259,3 +259,20 @@ def test_mixup_run_trains_on_soft_targets(reference_run, tiny_root, tmp_path):
     assert mixed["finished"] and all(math.isfinite(v) for v in mixed["iter_loss"]["loss"])
     # same seed, data and weights: only Mixup differs, and it changes the losses from the first batch on
     assert mixed["iter_loss"]["loss"][0] != pytest.approx(plain["iter_loss"]["loss"][0], rel=1e-4)
+
+
+def test_bf16_run_computes_its_convolutions_in_bf16(reference_run, tiny_root, tmp_path):
+    from simam_paddle.fastconv import kernel
+
+    if not kernel.cpu_has_bf16():
+        pytest.skip("this CPU has no bfloat16 instructions (AVX512-BF16 or AMX-BF16)")
+    out = tmp_path / "bf16"
+    run_train(*tiny_args(tiny_root, out, "-o", "train.epochs=1", "-o", "train.precision=bf16"))
+    history = json.loads((out / "history.json").read_text())
+    conv = history["environment"]["conv"]
+    assert conv["implementation"] == "onednn" and conv["bf16"] is True
+    assert "bfloat16 inputs" in (out / "train.log").read_text()
+    reference = json.loads((reference_run[0] / "history.json").read_text())
+    bf16_loss, fp32_loss = history["iter_loss"]["loss"][0], reference["iter_loss"]["loss"][0]
+    # the first step, before any update: the same network but for bfloat16 operands, close but not equal
+    assert bf16_loss != fp32_loss and abs(bf16_loss / fp32_loss - 1) < 1e-3

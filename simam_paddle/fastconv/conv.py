@@ -68,16 +68,25 @@ def _zero_bias(channels: int) -> paddle.Tensor:
     return _ZERO_BIAS[channels]
 
 
-def onednn_conv2d(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor | None, geo: Geometry) -> paddle.Tensor:
-    """conv2d(x, weight) + bias by oneDNN (the caller has checked :func:`applies`)."""
+def onednn_conv2d(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor | None, geo: Geometry,
+                  bf16: bool = False) -> paddle.Tensor:
+    """conv2d(x, weight) + bias by oneDNN (the caller has checked :func:`applies`); with ``bf16``, the
+    convolution reads x, weight (and, backward, the output gradient) rounded to bfloat16 and
+    accumulates and writes float32."""
     bias = _zero_bias(weight.shape[0]) if bias is None else bias
     need_weight_grad = not weight.stop_gradient or not bias.stop_gradient
     return kernel.ops().fastconv(x, weight, bias, list(geo.strides), list(geo.paddings), list(geo.dilations),
-                                 not x.stop_gradient, need_weight_grad)
+                                 not x.stop_gradient, need_weight_grad, bf16)
 
 
 class Conv2D(nn.Conv2D):
-    """``paddle.nn.Conv2D`` computed by oneDNN where :func:`applies`, else by Paddle (same numbers to float rounding)."""
+    """``paddle.nn.Conv2D`` computed by oneDNN where :func:`applies`, else by Paddle (same numbers to float rounding).
+
+    ``bf16 = True`` (see :func:`use_bfloat16`) makes oneDNN compute it from bfloat16 inputs, the
+    parameters, their gradients and the output staying float32.
+    """
+
+    bf16 = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -87,5 +96,5 @@ class Conv2D(nn.Conv2D):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         if applies(x, self):
-            return onednn_conv2d(x, self.weight, self.bias, self.geometry)
+            return onednn_conv2d(x, self.weight, self.bias, self.geometry, self.bf16)
         return super().forward(x)

@@ -60,6 +60,19 @@ def num_threads() -> int:
     return threads.running()
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions oneDNN's bf16 convolutions run on (Linux's
+    /proc/cpuinfo flags avx512_bf16 or amx_bf16; False where they cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return bool({"avx512_bf16", "amx_bf16"} & set(line.split()))
+    except OSError:
+        pass
+    return False
+
+
 def ops():
     """The operators' module (after a successful :func:`prepare`)."""
     return LIBRARY.loaded()

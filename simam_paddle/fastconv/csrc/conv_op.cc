@@ -7,8 +7,11 @@
 // forward runs, let the gradient skip a primitive whose result nobody reads (dx of the images
 // entering a network's first convolution); the skipped output is left uninitialised.
 //
-// Tensors are Paddle's: float32, NCHW (x, y) and OIHW (w), contiguous. oneDNN chooses its own
-// layouts for the computation (format_tag::any); the operands are reordered into them and the
+// Tensors are Paddle's: float32, NCHW (x, y) and OIHW (w), contiguous. With bf16 set, the
+// convolution reads its inputs (x and w forward; dy and w for dx; x and dy for dw) rounded to
+// bfloat16 and accumulates and writes float32 (y, dx, dw, dbias): oneDNN's bf16 convolutions, for
+// CPUs with bf16 instructions (AVX512-BF16, AMX); the rounding happens in the reorders below.
+// oneDNN chooses its own layouts for the computation (format_tag::any); the operands are reordered into them and the
 // result back to NCHW. Each convolution shape has its primitives built once per process (a cache
 // keyed by the shape, the attributes and the thread count). The library linked is the libdnnl.so.3
 // that Paddle ships (see fastconv/kernel.py); the headers in onednn/ are of the same minor version.
@@ -44,6 +47,7 @@ dnnl::engine& cpu_engine() {
 struct Geometry {
   Dims src, weights, bias, dst, strides, dilates, pad_l, pad_r;
   int threads = 1;
+  bool bf16 = false;
 
   std::string key() const {
     std::ostringstream out;
@@ -51,14 +55,14 @@ struct Geometry {
       for (auto v : *d) out << v << ',';
       out << ';';
     }
-    out << threads;
+    out << threads << (bf16 ? "bf16" : "f32");
     return out.str();
   }
 };
 
 Geometry make_geometry(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& w_shape,
                        const std::vector<int>& strides, const std::vector<int>& paddings,
-                       const std::vector<int>& dilations) {
+                       const std::vector<int>& dilations, bool bf16) {
   PD_CHECK(x_shape.size() == 4 && w_shape.size() == 4, "fastconv: x and w must be 4-D (NCHW, OIHW)");
   PD_CHECK(strides.size() == 2 && paddings.size() == 4 && dilations.size() == 2,
            "fastconv: strides [h, w], paddings [top, bottom, left, right], dilations [h, w]");
@@ -78,10 +82,15 @@ Geometry make_geometry(const std::vector<int64_t>& x_shape, const std::vector<in
   g.pad_l = {paddings[0], paddings[2]};
   g.pad_r = {paddings[1], paddings[3]};
   g.threads = omp_get_max_threads();  // primitives are built for the team they run with
+  g.bf16 = bf16;
   return g;
 }
 
 memory::desc any_desc(const Dims& dims) { return memory::desc(dims, memory::data_type::f32, Tag::any); }
+// The operands the convolution reads: bfloat16 in bf16 mode.
+memory::desc input_desc(const Geometry& g, const Dims& dims) {
+  return memory::desc(dims, g.bf16 ? memory::data_type::bf16 : memory::data_type::f32, Tag::any);
+}
 memory::desc plain_desc(const Dims& dims) {
   return memory::desc(dims, memory::data_type::f32, dims.size() == 4 ? Tag::abcd : Tag::a);
 }
@@ -99,16 +108,16 @@ struct Primitives {
   explicit Primitives(const Geometry& g) {
     auto& engine = cpu_engine();
     fwd_pd = dnnl::convolution_forward::primitive_desc(
-        engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, any_desc(g.src),
-        any_desc(g.weights), any_desc(g.bias), any_desc(g.dst), g.strides, g.dilates, g.pad_l, g.pad_r);
+        engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, input_desc(g, g.src),
+        input_desc(g, g.weights), any_desc(g.bias), any_desc(g.dst), g.strides, g.dilates, g.pad_l, g.pad_r);
     fwd = dnnl::convolution_forward(fwd_pd);
   }
 
   void need_backward_data(const Geometry& g) {
     std::call_once(bwd_data_once, [&] {
       bwd_data_pd = dnnl::convolution_backward_data::primitive_desc(
-          cpu_engine(), dnnl::algorithm::convolution_direct, any_desc(g.src), any_desc(g.weights),
-          any_desc(g.dst), g.strides, g.dilates, g.pad_l, g.pad_r, fwd_pd);
+          cpu_engine(), dnnl::algorithm::convolution_direct, any_desc(g.src), input_desc(g, g.weights),
+          input_desc(g, g.dst), g.strides, g.dilates, g.pad_l, g.pad_r, fwd_pd);
       bwd_data = dnnl::convolution_backward_data(bwd_data_pd);
     });
   }
@@ -116,8 +125,8 @@ struct Primitives {
   void need_backward_weights(const Geometry& g) {
     std::call_once(bwd_weights_once, [&] {
       bwd_weights_pd = dnnl::convolution_backward_weights::primitive_desc(
-          cpu_engine(), dnnl::algorithm::convolution_direct, any_desc(g.src), any_desc(g.weights), any_desc(g.bias),
-          any_desc(g.dst), g.strides, g.dilates, g.pad_l, g.pad_r, fwd_pd);
+          cpu_engine(), dnnl::algorithm::convolution_direct, input_desc(g, g.src), any_desc(g.weights),
+          any_desc(g.bias), input_desc(g, g.dst), g.strides, g.dilates, g.pad_l, g.pad_r, fwd_pd);
       bwd_weights = dnnl::convolution_backward_weights(bwd_weights_pd);
     });
   }
@@ -241,12 +250,12 @@ void weight_grad_in_chunks(const Geometry& g, const paddle::Tensor& x, const pad
 std::vector<paddle::Tensor> FastConvForward(const paddle::Tensor& x_in, const paddle::Tensor& w_in,
                                             const paddle::Tensor& bias_in, const std::vector<int>& strides,
                                             const std::vector<int>& paddings, const std::vector<int>& dilations,
-                                            bool need_x_grad, bool need_weight_grad) {
+                                            bool need_x_grad, bool need_weight_grad, bool bf16) {
   check_input(x_in, "x");
   check_input(w_in, "w");
   check_input(bias_in, "bias");
   const auto x = contiguous(x_in), w = contiguous(w_in), bias = contiguous(bias_in);
-  const Geometry g = make_geometry(x.shape(), w.shape(), strides, paddings, dilations);
+  const Geometry g = make_geometry(x.shape(), w.shape(), strides, paddings, dilations, bf16);
   PD_CHECK(bias.numel() == g.bias[0], "fastconv: bias must hold one value per output channel");
   auto y = paddle::empty(std::vector<int64_t>(g.dst.begin(), g.dst.end()), x.dtype(), x.place());
   if (y.numel() == 0) return {y};
@@ -268,10 +277,10 @@ std::vector<paddle::Tensor> FastConvForward(const paddle::Tensor& x_in, const pa
 std::vector<paddle::Tensor> FastConvBackward(const paddle::Tensor& x_in, const paddle::Tensor& w_in,
                                              const paddle::Tensor& dy_in, const std::vector<int>& strides,
                                              const std::vector<int>& paddings, const std::vector<int>& dilations,
-                                             bool need_x_grad, bool need_weight_grad) {
+                                             bool need_x_grad, bool need_weight_grad, bool bf16) {
   const auto x = contiguous(x_in), w = contiguous(w_in), dy = contiguous(dy_in);
   check_input(dy, "dy");
-  const Geometry g = make_geometry(x.shape(), w.shape(), strides, paddings, dilations);
+  const Geometry g = make_geometry(x.shape(), w.shape(), strides, paddings, dilations, bf16);
   PD_CHECK(dy.shape() == std::vector<int64_t>(g.dst.begin(), g.dst.end()), "fastconv: dy has the wrong shape");
   auto dx = paddle::empty(x.shape(), x.dtype(), x.place());
   auto dw = paddle::empty(w.shape(), x.dtype(), x.place());
@@ -316,8 +325,8 @@ std::vector<std::vector<int64_t>> FastConvInferShape(const std::vector<int64_t>&
                                                      const std::vector<int64_t>& w_shape,
                                                      const std::vector<int64_t>& bias_shape,
                                                      const std::vector<int>& strides, const std::vector<int>& paddings,
-                                                     const std::vector<int>& dilations, bool, bool) {
-  const Geometry g = make_geometry(x_shape, w_shape, strides, paddings, dilations);
+                                                     const std::vector<int>& dilations, bool, bool, bool bf16) {
+  const Geometry g = make_geometry(x_shape, w_shape, strides, paddings, dilations, bf16);
   return {std::vector<int64_t>(g.dst.begin(), g.dst.end())};
 }
 
@@ -328,7 +337,7 @@ std::vector<paddle::DataType> FastConvInferDtype(const paddle::DataType& x, cons
 
 #define FASTCONV_ATTRS                                                                                      \
   {"strides: std::vector<int>", "paddings: std::vector<int>", "dilations: std::vector<int>", \
-   "need_x_grad: bool", "need_weight_grad: bool"}
+   "need_x_grad: bool", "need_weight_grad: bool", "bf16: bool"}
 
 PD_BUILD_OP(fastconv)
     .Inputs({"X", "W", "Bias"})
