@@ -139,8 +139,7 @@ def overrides(texts: list[str], tool: str, allowed: tuple[str, ...], why: str) -
 
 def run(main: Callable[[], int | None]) -> int:
     """Call a tool's ``main`` and turn its failures into one message and the convention's exit code."""
-    from .layers.custom_ops import KernelUnavailable
-    from .layers.threads import SettingError
+    from .native import KernelUnavailable, SettingError
 
     try:
         return main() or EXIT_OK

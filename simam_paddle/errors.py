@@ -12,8 +12,8 @@ naming the input and the fix:
     MissingDependency  an optional package that the asked-for work needs (VisualDL, paddle2onnx, onnxruntime)
 
 A missing file is Python's ``FileNotFoundError``, and an unusable environment variable of the SimAM
-library a ``SettingError`` (``simam_paddle.layers.threads``), also exit 2. The work failing is exit 1
-(``ExportError``, and ``KernelUnavailable``, which lives in ``simam_paddle.layers.custom_ops`` because
+library a ``SettingError`` (``simam_paddle.native``), also exit 2. The work failing is exit 1
+(``ExportError``, and ``KernelUnavailable``, which lives in ``simam_paddle.native`` because
 the SimAM library imports nothing of the experiment); a diverged training is exit 3
 (``TrainingDiverged``). Any other exception is a bug and keeps its traceback.
 

@@ -167,8 +167,8 @@ def pretrained_path(path: str | Path) -> Path:
 
 
 # -- starting a run --------------------------------------------------------------------------------
-def prepare(out: Path, config: dict) -> str:
-    """Make ``out`` ready for the run ``config`` asks for; return where it starts (as ``run_state``).
+def start_run(out: Path, config: dict) -> str:
+    """Make ``out`` ready to start (or resume) the run ``config`` asks for; return where it starts (as ``run_state``).
 
     Call it after everything else has been validated: with ``train.overwrite`` it moves the old run
     aside (``commit_replacement`` removes it, ``restore_replaced`` puts it back). With ``train.resume``

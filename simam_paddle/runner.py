@@ -25,7 +25,7 @@ import paddle
 from .config import apply_overrides, load_config
 from .errors import ArgumentError, MissingDependency, PathError
 from .layers import simam_deploy
-from .layers.threads import available_cores
+from .native.threads import available_cores
 from .run_dir import is_run_dir, load_run_model, read_config, run_classes
 
 # -- the export folder's layout (written by simam_paddle.export) -----------------------------------------

@@ -34,12 +34,13 @@ from .distributed import all_reduce_sum
 from .errors import DataError, MissingDependency, TrainingDiverged
 from .evaluate import evaluate, model_throughput
 from .io import atomic_paddle_save, atomic_write_json
-from .layers import SimAM, simam_kernel, threads
+from .layers import SimAM, simam_kernel
 from .layers.simam import resolve_backend
 from .losses import LabelSmoothingCrossEntropy
 from .models import model_table, parameter_count
 from .models.from_config import build_from_config
 from .models.weights import load_pretrained
+from .native import threads
 from .plots import plot_curves, plot_predictions
 
 
@@ -163,7 +164,7 @@ class Trainer:
     def __init__(self, config: dict):
         # Everything that can be checked is checked before the run directory is touched.
         check_environment(config)
-        threads.configure()  # every CPU operator of the step on the available cores (layers/threads.py)
+        threads.configure()  # every CPU operator of the step on the available cores (native/threads.py)
         self.config = config
         self.world, self.rank = dist.get_world_size(), dist.get_rank()
         if self.world > 1:
@@ -198,7 +199,7 @@ class Trainer:
         self.history = new_history(config, self.model, self.steps)
         self.start_epoch, self.best_acc = 0, -1.0
         if self.main:
-            self.start = run_dir.prepare(self.out, config)
+            self.start = run_dir.start_run(self.out, config)
         else:
             self.start = run_dir.run_state(self.out) if tc["resume"] else "new"
         if pretrained and self.start == "new":

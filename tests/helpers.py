@@ -70,7 +70,7 @@ def paddle_inference(prefix: str | Path, x: np.ndarray, onednn: bool = True, thr
 def unbuildable(monkeypatch, module, message: str = "no C++ compiler found (simulated)") -> None:
     """``module.LIBRARY`` (an ``OperatorLibrary``) as a fresh process on a machine where its build fails
     with ``message`` sees it; ``$SIMAM_PADDLE_REQUIRE_KERNEL`` unset."""
-    from simam_paddle.layers.custom_ops import REQUIRE_ENV
+    from simam_paddle.native import REQUIRE_ENV
 
     def fail():
         raise RuntimeError(message)

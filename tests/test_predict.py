@@ -120,7 +120,7 @@ def test_real_cifar10_jpegs(run_dir, cifar10_jpeg):
 
 
 def test_an_export_runs_with_the_best_engine_settings_named_once(run_dir, images, capsys):
-    from simam_paddle.layers.threads import available_cores
+    from simam_paddle.native.threads import available_cores
 
     export(run_dir, "paddle", num_images=2, log=lambda _: None)
     folder = run_dir / "export" / "paddle"

@@ -9,8 +9,8 @@ import SimAM`` is all another Paddle model needs.
   deploy in static graphs).
 - ``simam_kernel.py`` and ``csrc/``: the fused C++ CPU operators, compiled on first use.
 - ``simam_deploy.py``: SimAM (+ ReLU, + max-pool) as one operator in exported models, for Paddle Inference.
-- ``custom_ops.py``: building, caching and loading the C++ operator libraries; ``onednn.py``: Paddle's
-  oneDNN and the headers in ``csrc/onednn/`` that operators using it compile against.
+- The C++ operator libraries are built, loaded and reported by ``simam_paddle.native`` (the one module
+  outside this folder that the library imports).
 - ``fusion.py``: SimAM + ReLU (+ max-pool) as one kernel call inside a ``Sequential``.
 - ``insert.py``: ``add_simam`` / ``add_attention``, SimAM after chosen layers of an existing model.
 - ``attention.py``: ``get_attn`` / ``create_attn``, attention layers by name.

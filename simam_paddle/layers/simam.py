@@ -54,8 +54,8 @@ import paddle.nn.functional as F
 from paddle import nn
 from paddle.autograd import PyLayer
 
+from ..native import SettingError
 from . import simam_deploy, simam_kernel
-from .threads import SettingError
 
 FLOAT_DTYPES = (paddle.float16, paddle.bfloat16, paddle.float32, paddle.float64)
 # Low-precision inputs are promoted for the statistics: a sum of squares over H*W positions
