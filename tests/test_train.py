@@ -248,7 +248,7 @@ def test_evaluate_recomputes_the_best_epoch_from_the_saved_weights(reference_run
 def test_evaluate_on_a_directory_that_is_not_a_run(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "simam_paddle.evaluate", str(tmp_path)],
                           capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
-    assert proc.returncode == 2 and "is not a run directory" in proc.stderr
+    assert proc.returncode == 2 and "is neither a run directory" in proc.stderr
 
 
 def test_mixup_run_trains_on_soft_targets(reference_run, tiny_root, tmp_path):
