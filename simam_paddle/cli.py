@@ -157,20 +157,22 @@ def run(main: Callable[[], int | None]) -> int:
         return EXIT_INTERRUPTED
 
 
-def shipped_configs() -> dict[str, Path]:
-    """The configs that ship with the package, by name (``alexnet_simam`` -> its YAML file)."""
-    folder = resources.files("simam_paddle") / "configs"
-    return {Path(str(f)).stem: Path(str(f)) for f in folder.iterdir() if str(f).endswith(".yaml")}
+def shipped_configs(folder: str = "configs") -> dict[str, Path]:
+    """The configs that ship with the package in ``folder``, by name (``alexnet_simam`` -> its YAML file):
+    the experiment's in ``configs``, PaddleClas's in ``configs/paddleclas``."""
+    files = resources.files("simam_paddle").joinpath(*folder.split("/"))
+    return {Path(str(f)).stem: Path(str(f)) for f in files.iterdir() if str(f).endswith(".yaml")}
 
 
-def find_config(name_or_path: str) -> Path:
-    """A config given as a path, or by the name of a shipped config (``alexnet_simam``), from any directory."""
+def find_config(name_or_path: str, folder: str = "configs") -> Path:
+    """A config given as a path, or by the name of a config shipped in ``folder`` (``alexnet_simam``), from any
+    directory."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
-    shipped = shipped_configs()
+    shipped = shipped_configs(folder)
     name = path.name.removesuffix(".yaml").removesuffix(".yml")
-    if name in shipped and (len(path.parts) == 1 or path.parent.name == "configs"):
+    if name in shipped and (len(path.parts) == 1 or path.parent.name == Path(folder).name):
         return shipped[name]
     raise ConfigError(
         f"config {name_or_path!r} not found: give a YAML file's path or the name of a shipped config "

@@ -39,6 +39,13 @@ SHARED_DATA = Path(os.environ.get("SIMAM_DATA_DIR", REPO_ROOT.parent / "shared" 
 CIFAR10_JPEG = SHARED_DATA / "cifar10-jpeg"
 
 
+def require_cifar10_jpeg() -> Path:
+    """The real CIFAR-10 image-folder copy (read-only); skips the test, saying so, when it is not on this machine."""
+    if not (CIFAR10_JPEG / "train").is_dir():
+        pytest.skip(f"real CIFAR-10 copy not found at {CIFAR10_JPEG} (set SIMAM_DATA_DIR to the folder holding cifar10-jpeg/)")
+    return CIFAR10_JPEG
+
+
 def reference_simam(x: np.ndarray, lam: float) -> np.ndarray:
     """The formula as docs/recipe.md states it, in float64 loop-free numpy; H*W == 1 gives e = 0.5."""
     x = x.astype(np.float64)
