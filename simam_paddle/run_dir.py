@@ -79,9 +79,17 @@ def save_run_config(config: dict, run_dir: Path) -> None:
     save_config(saved, run_dir / CONFIG)
 
 
+def read_json(path: Path):
+    """The JSON file a run or an export wrote; a PathError naming it when it is not valid JSON."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PathError(f"{path} is not valid JSON ({exc}); was it edited, or cut short by a full disk?") from None
+
+
 def read_history(run_dir: str | Path) -> dict | None:
     path = Path(run_dir) / HISTORY
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def run_state(run_dir: str | Path) -> str:
@@ -130,7 +138,7 @@ def run_classes(run_dir: str | Path, config: dict) -> list[str]:
                 raise PathError(f"{run_dir} has no {CLASSES} and model.num_classes is null; its data.root does not "
                                   f"tell the classes either: {exc}") from exc
         return class_names(wanted)
-    names = json.loads(path.read_text())
+    names = read_json(path)
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise PathError(f"{path}: expected a JSON list of class names")
     if wanted is not None and len(names) != wanted:

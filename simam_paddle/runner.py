@@ -14,7 +14,6 @@ says which settings it runs with, as they took effect (``runner.engine``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from .config import apply_overrides, load_config
 from .errors import ArgumentError, MissingDependency, PathError
 from .layers import simam_deploy
 from .native.threads import available_cores
-from .run_dir import is_run_dir, load_run_model, read_config, run_classes
+from .run_dir import is_run_dir, load_run_model, read_config, read_json, run_classes
 
 # -- the export folder's layout (written by simam_paddle.export) -----------------------------------------
 FORMATS = ("paddle", "onnx")
@@ -65,7 +64,7 @@ def read_export_meta(path: str | Path) -> tuple[Path, dict]:
     meta_path = folder / META_FILE
     if not meta_path.is_file():
         raise PathError(f"{path} is not an export of simam_paddle.export: {meta_path} is missing")
-    meta = json.loads(meta_path.read_text())
+    meta = read_json(meta_path)
     if meta.get("format") not in FORMATS:
         raise PathError(f"{meta_path}: unknown format {meta.get('format')!r}; expected one of {', '.join(FORMATS)}")
     return folder, meta
