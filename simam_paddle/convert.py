@@ -1,6 +1,8 @@
 """Convert a PyTorch checkpoint of a SimAM ResNet or MobileNetV2 into Paddle weights.
 
-    python -m simam_paddle.convert CHECKPOINT --model resnet50_simam --output resnet50_simam.pdparams
+    python -m simam_paddle.convert CHECKPOINT --model resnet50_simam [--output DIR] [-o model.e_lambda=0.1]
+
+writes ``DIR/resnet50_simam.pdparams`` (DIR: the current folder by default).
 
 Made for the ImageNet checkpoints of the SimAM paper's official code (ResNet-18/34/50/101 and
 MobileNetV2 with SimAM, lambda 0.1): the output loads into ``build_model(NAME, num_classes=1000,
@@ -46,14 +48,14 @@ from typing import NamedTuple
 import numpy as np
 import paddle
 
-from .config import ConfigError
+from .config import load_config
+from .errors import ArgumentError, CheckpointError
 from .io import atomic_paddle_save
-from .models import build_model, load_weights
+from .layers.messages import listed
+from .models import MODELS, OFFICIAL_LAMBDA, build_model, load_weights
 from .models.resnet import DEPTHS
-from .models.weights import SHOWN
-from .torch_zip import CheckpointError, read_torch_checkpoint
+from .torch_zip import read_torch_checkpoint
 
-OFFICIAL_LAMBDA = 0.1  # the lambda of the official ImageNet runs
 WRAPPERS = ("state_dict", "model")  # keys under which a training checkpoint keeps the model's state dict
 COUNTERS = ("total_ops", "total_params")  # the buffers thop.profile registers on every module, one number each
 # Renames from the official (torchvision-style) names to paddle.vision's, per family, applied in order.
@@ -69,12 +71,11 @@ RENAMES = {
 # The networks with weights of their own; a _simam model holds exactly its plain model's weights.
 ARCHITECTURES = [f"resnet{d}" for d in DEPTHS] + ["mobilenet_v2"]
 CONVERTIBLE = [f"{a}{s}" for a in ARCHITECTURES for s in ("", "_simam")]
-CLASSIFIER = {"resnet": "fc.weight", "mobilenet_v2": "classifier.1.weight"}
 
 
 def _family(model: str) -> str:
     if model not in CONVERTIBLE:
-        raise ConfigError(f"--model {model!r}: checkpoints convert into {', '.join(CONVERTIBLE)}")
+        raise ArgumentError(f"--model {model!r}: checkpoints convert into {', '.join(CONVERTIBLE)}")
     return "resnet" if model.startswith("resnet") else "mobilenet_v2"
 
 
@@ -115,13 +116,9 @@ def to_paddle(state: dict[str, np.ndarray], family: str) -> dict[str, tuple[str,
     return out
 
 
-def _listed(items: list[str]) -> str:
-    return ", ".join(items[:SHOWN]) + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
-
-
-def _classes(converted: dict[str, tuple[str, np.ndarray]], family: str) -> int | None:
-    """The number of classes of the checkpoint's classifier, as ``family`` names it; None without one."""
-    head = converted.get(CLASSIFIER[family])
+def _classes(converted: dict[str, tuple[str, np.ndarray]], model: str) -> int | None:
+    """The number of classes of the checkpoint's classifier, the one ``model``'s record names; None without one."""
+    head = converted.get(MODELS[model].head[0])
     return int(head[1].shape[1]) if head is not None and head[1].ndim == 2 else None
 
 
@@ -156,7 +153,7 @@ def fitting_models(state: dict[str, np.ndarray], simam: bool) -> dict[str, int]:
     for arch in ARCHITECTURES:
         family = _family(arch)
         converted = to_paddle(state, family)
-        classes = _classes(converted, family)
+        classes = _classes(converted, arch)
         if classes is None:
             continue
         with paddle.LazyGuard():  # keys and shapes only: no weights are initialised
@@ -169,7 +166,7 @@ def fitting_models(state: dict[str, np.ndarray], simam: bool) -> dict[str, int]:
 def mismatch_message(state: dict[str, np.ndarray], fit: Fit, where: str, model: str) -> str:
     """Why ``state`` (``fit`` against ``model``) does not convert, and the fix: the --model whose
     weights it holds, or the extra tensors removed."""
-    problems = "; ".join(f"{label}: {_listed(items)}" for label, items in (
+    problems = "; ".join(f"{label}: {listed(items)}" for label, items in (
         ("missing (Paddle names)", fit.missing), ("unexpected", fit.unexpected),
         ("shape differs (checkpoint vs model)", fit.shapes)) if items)
     better = [m for m, left in fitting_models(state, model.endswith("_simam")).items()
@@ -185,24 +182,25 @@ def mismatch_message(state: dict[str, np.ndarray], fit: Fit, where: str, model: 
             "torch.save({k: v for k, v in state_dict.items() if k not in EXTRA}, PATH), and convert that")
 
 
-def convert(checkpoint: str | Path, model: str, output: str | Path, e_lambda: float = OFFICIAL_LAMBDA,
+def convert(checkpoint: str | Path, model: str, output: str | Path = ".", e_lambda: float | None = None,
             overwrite: bool = False) -> dict:
-    """Convert ``checkpoint`` into Paddle weights for ``model`` at ``output``; return what was done
-    (``dropped``: how many profiling counters were left out)."""
+    """Convert ``checkpoint`` into Paddle weights for ``model``, written as ``<model>.pdparams`` into the
+    folder ``output``; return what was done (``dropped``: how many profiling counters were left out).
+    ``e_lambda``: of the SimAM model built for the check (default: the official lambda of its record)."""
     family = _family(model)
-    output = Path(output)
+    output = Path(output) / f"{model}.pdparams"
     if output.exists() and not overwrite:
-        raise ConfigError(f"{output} already exists; pass --overwrite to replace it, or choose another --output")
+        raise ArgumentError(f"{output} already exists; pass --overwrite to replace it, or choose another --output")
     where = str(checkpoint)
     state, dropped = model_weights(find_state_dict(read_torch_checkpoint(checkpoint), where))
     converted = to_paddle(state, family)
-    num_classes = _classes(converted, family)
+    num_classes = _classes(converted, model)
     if num_classes is None:
         others = list(fitting_models(state, model.endswith("_simam")))
         hint = f" It holds the weights of {others[0]}: pass --model {others[0]}" if others else ""
-        raise CheckpointError(f"{where} has no classifier {CLASSIFIER[family]} (as Paddle names it): is it a "
-                              f"{family} checkpoint? Its first keys: {_listed(list(state))}.{hint}")
-    options = {"e_lambda": e_lambda} if model.endswith("_simam") else {}
+        raise CheckpointError(f"{where} has no classifier {MODELS[model].head[0]} (as Paddle names it): is it a "
+                              f"{family} checkpoint? Its first keys: {listed(list(state))}.{hint}")
+    options = {"e_lambda": e_lambda or MODELS[model].official_lambda} if model.endswith("_simam") else {}
     net = build_model(model, num_classes=num_classes, **options)
     own = net.state_dict()
     fit = Fit.of(converted, _shapes(net))
@@ -210,6 +208,7 @@ def convert(checkpoint: str | Path, model: str, output: str | Path, e_lambda: fl
         raise CheckpointError(mismatch_message(state, fit, where, model))
     weights = {k: array.astype(own[k].numpy().dtype) for k, (_, array) in converted.items()}
     load_weights(net, weights, model_name=model, source=where)
+    output.parent.mkdir(parents=True, exist_ok=True)
     atomic_paddle_save(net.state_dict(), output)
     return {"model": model, "num_classes": num_classes, "tensors": len(weights), "output": str(output),
             "options": options, "dropped": dropped}
@@ -220,14 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint", help="the PyTorch checkpoint (torch.save's zip format), e.g. the official SimAM ImageNet ones")
     p.add_argument("--model", required=True, choices=CONVERTIBLE, metavar="NAME",
                    help=f"the network the checkpoint holds, as build_model names it: {', '.join(CONVERTIBLE)}")
-    p.add_argument("--output", required=True, help="the .pdparams file to write")
-    p.add_argument("--e-lambda", type=float, default=OFFICIAL_LAMBDA,
-                   help=f"SimAM lambda of the model built for the check (default {OFFICIAL_LAMBDA}, the official runs')")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    cli.add_output(p, "NAME.pdparams", "the current folder")
+    cli.add_overrides(p, f"the SimAM lambda of the model built for the check (default {OFFICIAL_LAMBDA}, the official runs')",
+                      "model.e_lambda=0.1")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing NAME.pdparams in --output")
     args = p.parse_args(argv)
 
     def work() -> None:
-        done = convert(args.checkpoint, args.model, args.output, args.e_lambda, args.overwrite)
+        overrides = cli.overrides(args.override, "convert", ("model.e_lambda",), "convert builds the model --model names")
+        e_lambda = load_config(None, overrides)["model"]["e_lambda"] if overrides else None
+        done = convert(args.checkpoint, args.model, args.output or ".", e_lambda, args.overwrite)
         if done["dropped"]:
             print(f"dropped {done['dropped']} profiling counters (thop's total_ops / total_params buffers), which "
                   "hold no weights")

@@ -14,7 +14,8 @@ backbone ``NAME`` of PaddleClas (``SimAM_ResNet50_vd``, ``SimAM_MobileNetV3_larg
 ``pretrained``, ``use_ssld``, ``stride_list``, ...), then inserts SimAM with ``add_simam(model, e_lambda=e_lambda)``:
 the official placement, after the 3x3 convolution of every residual block or after every depthwise
 convolution, before its BatchNorm (see ``simam_paddle.layers.insert``). ``e_lambda`` comes from the
-``Arch`` section (default 1e-4, the lambda of the paper's ImageNet runs). SimAM has no parameters and
+``Arch`` section (default SimAM's, ``simam_paddle.layers.simam.E_LAMBDA``, 1e-4; the paper's ImageNet
+runs used 0.1). SimAM has no parameters and
 changes no state-dict key, so the plain backbone's pretrained weights (``pretrained: PATH`` without
 ``.pdparams``, or ``Global.pretrained_model``) load into the SimAM backbone unchanged.
 
@@ -47,7 +48,6 @@ from pathlib import Path
 from types import ModuleType
 
 PREFIX = "SimAM_"
-E_LAMBDA = 1e-4  # the paper's lambda for ImageNet
 # PaddleClas's backbones with a default SimAM placement, by the names its architecture lookup knows them by.
 BACKBONES = re.compile(r"ResNet\d+(_vd)?|MobileNetV1(_x\d_\d+)?|MobileNetV3_(small|large)_x\d_\d+|PPLCNet_x\d_\d+")
 TOOLS = ("train", "eval", "export_model", "infer")
@@ -67,6 +67,7 @@ def simam_architecture(build, name: str, report=None):
     ``report(architecture_name, simams, e_lambda)``, where given, is called with what each build inserted.
     """
     from .layers import add_simam
+    from .layers.simam import E_LAMBDA
 
     def architecture(e_lambda: float = E_LAMBDA, **kwargs):
         model = build(**kwargs)

@@ -30,10 +30,7 @@ from typing import Any
 
 import numpy as np
 
-
-class CheckpointError(ValueError):
-    """A file that is not a PyTorch zip checkpoint of tensors and plain values; the message says why."""
-
+from .errors import CheckpointError
 
 # torch's typed storages by class name -> numpy dtype ("bfloat16": converted to float32 after reading)
 STORAGE_DTYPES = {

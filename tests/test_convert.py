@@ -111,8 +111,8 @@ def test_a_pickled_callable_is_refused_and_never_called(tmp_path):
                                               r"untrusted input"):
         read_torch_checkpoint(path)
     assert not marker.exists()
-    proc = run_tool("convert", path, "--model", "resnet18_simam", "--output", tmp_path / "out.pdparams", check=False)
-    assert proc.returncode == 2 and "os.system" in proc.stderr and not (tmp_path / "out.pdparams").exists()
+    proc = run_tool("convert", path, "--model", "resnet18_simam", "--output", tmp_path / "out", check=False)
+    assert proc.returncode == 2 and "os.system" in proc.stderr and not (tmp_path / "out").exists()
 
 
 def test_a_storage_shorter_than_its_tensor_is_refused(tmp_path):
@@ -178,10 +178,11 @@ def test_official_checkpoints_convert_to_pytorchs_logits(name, classes, size, tm
     summary = torch_reference("save", name, "--classes", classes, "--output", ckpt, "--input", tmp_path / "x.npy",
                               "--logits", tmp_path / "want.npy")
     check_official_layout(ckpt, summary, name)
-    done = convert(ckpt, name, tmp_path / "out.pdparams")
+    done = convert(ckpt, name, tmp_path / "out")  # --output is a folder: out/NAME.pdparams
+    assert done["output"] == str(tmp_path / "out" / f"{name}.pdparams")
     assert done["num_classes"] == classes and done["dropped"] == summary["counters"]
     want = np.load(tmp_path / "want.npy")
-    got = paddle_logits(name, classes, tmp_path / "out.pdparams", x)
+    got = paddle_logits(name, classes, done["output"], x)
     assert np.abs(want).max() > 1  # logits that carry the weights, not a constant
     relative = np.abs(got - want).max() / np.abs(want).max()
     assert relative <= 1e-5, f"max |difference| / max |logit| = {relative:.2e}"
@@ -192,25 +193,25 @@ def test_the_command_line_converts_and_refuses_a_checkpoint_of_another_model(tmp
     torch_reference("save", "resnet18_simam", "--classes", 10, "--layout", "bare", "--output", tmp_path / "r18.pth",
                     "--weights", tmp_path / "r18.npz")
     want = np.load(tmp_path / "r18.npz")
-    out = tmp_path / "r18.pdparams"
-    proc = run_tool("convert", tmp_path / "r18.pth", "--model", "resnet18_simam", "--output", out)
+    out = tmp_path / "resnet18_simam.pdparams"
+    proc = run_tool("convert", tmp_path / "r18.pth", "--model", "resnet18_simam", "--output", tmp_path)
     assert "10 classes" in proc.stdout and "model.pretrained" in proc.stdout and "dropped" not in proc.stdout
     weights = paddle.load(str(out))
     np.testing.assert_array_equal(weights["fc.weight"].numpy(), want["fc.weight"].T)
     np.testing.assert_array_equal(weights["layer1.0.conv2.weight"].numpy(), want["layer1.0.conv2.0.weight"])
     np.testing.assert_array_equal(weights["bn1._variance"].numpy(), want["bn1.running_var"])
     capsys.readouterr()
-    assert main([str(tmp_path / "r18.pth"), "--model", "resnet18_simam", "--output", str(out)]) == 2  # in this process
+    assert main([str(tmp_path / "r18.pth"), "--model", "resnet18_simam", "--output", str(tmp_path)]) == 2  # in this process
     assert "already exists" in capsys.readouterr().err
-    assert main([str(tmp_path / "r18.pth"), "--model", "resnet34_simam", "--output", str(tmp_path / "x.pdparams")]) == 2
+    assert main([str(tmp_path / "r18.pth"), "--model", "resnet34_simam", "--output", str(tmp_path / "x")]) == 2
     wrong = capsys.readouterr().err
     assert "does not fit resnet34_simam" in wrong and "missing (Paddle names): layer1.2.bn1._mean" in wrong
     assert "It holds the weights of resnet18_simam: pass --model resnet18_simam" in wrong
-    assert not (tmp_path / "x.pdparams").exists()
+    assert not (tmp_path / "x").exists()
     torch_reference("save", "resnet18_simam", "--classes", 10, "--layout", "bare", "--output", tmp_path / "broken.pth",
                     "--reshape", "layer2.0.conv2.0.weight=128,128,1,1", "--drop", "layer4.1.bn2.running_var")
     with pytest.raises(CheckpointError) as err:
-        convert(tmp_path / "broken.pth", "resnet18_simam", tmp_path / "y.pdparams")
+        convert(tmp_path / "broken.pth", "resnet18_simam", tmp_path / "y")
     message = str(err.value)
     assert "does not fit resnet18_simam" in message and "nor any other model this converter knows. Check --model" in message
     assert "missing (Paddle names): layer4.1.bn2._variance" in message
@@ -225,14 +226,14 @@ def test_counters_are_dropped_and_counted_and_other_extra_tensors_refused_by_nam
                               "--extra", "total_ops=1", "--extra", "total_params=1")
     assert summary["counters"] == 184  # 92 modules: the official ResNet-18 showed 6 counters "and 178 more"
     capsys.readouterr()
-    assert main([str(ckpt), "--model", "resnet18_simam", "--output", str(tmp_path / "r18.pdparams")]) == 0
+    assert main([str(ckpt), "--model", "resnet18_simam", "--output", str(tmp_path / "r18")]) == 0
     assert "dropped 186 profiling counters (thop's total_ops / total_params buffers)" in capsys.readouterr().out
     extra = tmp_path / "extra.pth.tar"
     torch_reference("save", "resnet18_simam", "--classes", 10, "--output", extra,
                     "--extra", "module.layer1.0.conv2.1.scale=64", "--extra", "module.conv1.total_ops=64")
-    assert main([str(extra), "--model", "resnet18_simam", "--output", str(tmp_path / "x.pdparams")]) == 2
+    assert main([str(extra), "--model", "resnet18_simam", "--output", str(tmp_path / "x")]) == 2
     refused = capsys.readouterr().err
-    assert not (tmp_path / "x.pdparams").exists()
+    assert not (tmp_path / "x").exists()
     assert ("holds every weight of resnet18_simam, and tensors beside them that are no weights of it "
             "(unexpected: conv1.total_ops, layer1.0.conv2.1.scale)") in refused  # a counter holds one number
     assert "does not fit" not in refused and "--model" not in refused
@@ -243,7 +244,7 @@ def test_the_checkpoint_of_a_deeper_network_is_told_apart_from_extra_tensors(tmp
     deeper = tmp_path / "r34.pth.tar"
     torch_reference("save", "resnet34_simam", "--classes", 10, "--output", deeper)
     with pytest.raises(CheckpointError) as err:  # every resnet18 weight is in it, with more blocks beside them
-        convert(deeper, "resnet18_simam", tmp_path / "y.pdparams")
+        convert(deeper, "resnet18_simam", tmp_path / "y")
     assert re.search(r"does not fit resnet18_simam \(unexpected: layer1\.2\.bn1\.bias, .*\)\. It holds the weights of "
                      r"resnet34_simam: pass --model resnet34_simam$", str(err.value))
 
@@ -254,12 +255,12 @@ def test_a_legacy_checkpoint_saved_on_a_gpu_converts_after_the_resave_the_messag
     summary = torch_reference("save", "resnet18_simam", "--classes", 10, "--legacy", "--output", legacy)
     assert "CUDA" in summary["plain_load"]
     with pytest.raises(CheckpointError) as err:
-        convert(legacy, "resnet18_simam", tmp_path / "r18.pdparams")
+        convert(legacy, "resnet18_simam", tmp_path / "r18")
     command = re.search(r"(torch\.save\(torch\.load\(PATH.*NEW_PATH\))\)$", str(err.value)).group(1)
     resaved = tmp_path / "resaved.pth.tar"
     command = command.replace("NEW_PATH", repr(str(resaved))).replace("PATH", repr(str(legacy)))
     run_torch("-c", f"import torch; {command}")
-    assert convert(resaved, "resnet18_simam", tmp_path / "r18.pdparams")["dropped"] == summary["counters"]
+    assert convert(resaved, "resnet18_simam", tmp_path / "r18")["dropped"] == summary["counters"]
 
 
 @needs_torch
@@ -267,7 +268,7 @@ def test_a_checkpoint_with_an_object_of_another_kind_is_refused(tmp_path):
     torch_reference("save", "resnet18_simam", "--classes", 10, "--layout", "bare", "--object",
                     "--output", tmp_path / "with_args.pth")
     with pytest.raises(CheckpointError, match=r"pickled argparse\.Namespace, which this reader refuses"):
-        convert(tmp_path / "with_args.pth", "resnet18_simam", tmp_path / "z.pdparams")
+        convert(tmp_path / "with_args.pth", "resnet18_simam", tmp_path / "z")
 
 
 @needs_torch
@@ -286,11 +287,11 @@ def test_tensors_of_every_dtype_and_layout_read_as_pytorch_holds_them(tmp_path):
 @pytest.mark.integration
 def test_a_converted_checkpoint_fine_tunes_on_an_image_folder(tmp_path):
     torch_reference("save", "resnet18_simam", "--output", tmp_path / "official.pth.tar")
-    run_tool("convert", tmp_path / "official.pth.tar", "--model", "resnet18_simam", "--output", tmp_path / "r18.pdparams")
+    run_tool("convert", tmp_path / "official.pth.tar", "--model", "resnet18_simam", "--output", tmp_path)
     root = write_learnable_image_folder(tmp_path / "data", 4, 2, classes=["cat", "dog", "fox"], val_folder="val")
     out = tmp_path / "run"
     run_train("-o", "model.name=resnet18_simam", "-o", "model.e_lambda=0.1",
-              "-o", f"model.pretrained={tmp_path / 'r18.pdparams'}", "-o", "data.image_size=32",
+              "-o", f"model.pretrained={tmp_path / 'resnet18_simam.pdparams'}", "-o", "data.image_size=32",
               "-o", f"data.root={root}", "-o", f"train.output_dir={out}", "-o", "data.batch_size=4",
               "-o", "data.num_workers=0", "-o", "train.epochs=1", "-o", "train.throughput_batches=1")
     log = (out / "train.log").read_text()

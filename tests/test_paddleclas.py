@@ -196,7 +196,7 @@ def test_a_simam_backbone_trains(arch):
 @pytest.mark.paddleclas
 @pytest.mark.parametrize("name", ["ResNet50_vd", "PPLCNet_x0_25"])
 def test_jit_save_and_paddle_inference_match_the_dynamic_graph(arch, name, tmp_path):
-    from simam_paddle.export import paddle_runner
+    from simam_paddle.runner import paddle_runner
 
     model = getattr(arch, "SimAM_" + name)(class_num=10)
     model.eval()

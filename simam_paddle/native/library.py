@@ -1,8 +1,8 @@
-"""Custom C++ operators of this package: built on first use, cached per user, loaded once per process.
+"""Custom C++ operator libraries: built on first use, cached per user, loaded once per process.
 
-Three libraries are built this way: SimAM's fused CPU kernel (``simam_kernel.py``), the SimAM
-operator of exported models (``simam_deploy.py``) and the oneDNN convolutions
-(``simam_paddle.fastconv``). Each is an :class:`OperatorLibrary`: compiled with
+Three libraries are built this way: SimAM's fused CPU kernel (``simam_paddle.layers.simam_kernel``),
+the SimAM operator of exported models (``simam_paddle.layers.simam_deploy``) and the oneDNN
+convolutions (``simam_paddle.fastconv.kernel``). Each is an :class:`OperatorLibrary`: compiled with
 ``paddle.utils.cpp_extension.load`` into a per-user cache directory, ``$SIMAM_PADDLE_CACHE_DIR`` or
 ``~/.cache/simam_paddle`` (``$XDG_CACHE_HOME`` is honoured), under a name that changes with the
 sources and their folder, the flags, the Paddle installation and Python; the first build takes
@@ -11,9 +11,10 @@ processes.
 
 Each library is an optimisation, not a requirement: when the compiler is missing or the build
 fails, ``prepare()`` returns False and logs one warning, and the caller takes its pure-Paddle path;
-``status()`` says which, with the error. ``SIMAM_PADDLE_REQUIRE_KERNEL=1`` makes an unavailable
-library an error instead (CI sets it, so an operator that stops building fails the tests rather than
-skipping them). Ctrl-C during a build interrupts it; the next call tries again.
+``status()`` says which, with the error, in the same keys for every library.
+``SIMAM_PADDLE_REQUIRE_KERNEL=1`` makes an unavailable library an error instead (CI sets it, so an
+operator that stops building fails the tests rather than skipping them). Ctrl-C during a build
+interrupts it; the next call tries again.
 """
 
 from __future__ import annotations
@@ -180,6 +181,13 @@ class OperatorLibrary:
         if self.module is None and required():
             raise KernelUnavailable(f"{REQUIRE_ENV} is set, but {self.what} is unavailable: {self.error}")
         return self.module is not None
+
+    def status(self) -> dict:
+        """What this process has of the library, the same keys for every library: {"available": bool,
+        "version": the version its check reported (oneDNN's "X.Y.Z") or None, "threads": the threads its
+        operators run on (``threads.running()``), "error": why it is unavailable, or None}."""
+        return {"available": self.module is not None, "version": self.version, "threads": threads.running(),
+                "error": self.error}
 
     def file(self) -> Path:
         """The compiled library (built now if need be), for programs and tests that open it themselves."""
