@@ -206,6 +206,17 @@ def test_missing_data_root_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and str(tmp_path / "nowhere") in proc.stderr
 
 
+@pytest.mark.parametrize("content, says", [(b"", "an empty file"), (b"\xff\xd8\xff\xe0 cut short", "not a readable image")])
+def test_an_unreadable_image_in_the_data_is_named(tmp_path, content, says):
+    root = write_image_folder(tmp_path / "data", train_per_class=2, test_per_class=1)
+    bad = sorted((root / "train" / "cat").iterdir())[0]
+    bad.write_bytes(content)
+    out = tmp_path / "run"
+    proc = run_train(*tiny_args(root, out), check=False)
+    assert proc.returncode == 2 and f"{bad}: {says}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_short_run_on_real_cifar10(cifar10_jpeg, tmp_path):
     out = tmp_path / "real"
     run_train("--config", str(REPO_ROOT / "configs" / "alexnet_simam.yaml"), "-o", f"data.root={cifar10_jpeg}",
