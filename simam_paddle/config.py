@@ -37,6 +37,11 @@ def _model_names() -> list[str]:
     return list_models()
 
 
+# NumPy's global seed takes 0 .. 2^32 - 1; a run's epochs stay within what its schedule and ETA can count.
+MAX_SEED = 2**32 - 1
+MAX_EPOCHS = 100_000
+
+
 def _positive(v):
     return v > 0
 
@@ -73,10 +78,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "smoothing": Key(0.1, "float", "label smoothing epsilon", lambda v: 0 <= v < 1, "in [0, 1)"),
     },
     "train": {
-        "epochs": Key(50, "int", "number of epochs", _positive, ">= 1"),
+        "epochs": Key(50, "int", "number of epochs", lambda v: 1 <= v <= MAX_EPOCHS, f"between 1 and {MAX_EPOCHS:,}"),
         "lr": Key(5e-4, "float", "Adam learning rate, annealed by a cosine over all iterations", _positive, "> 0"),
         "weight_decay": Key(1e-5, "float", "L2 regularisation added to the gradient (Paddle's float weight_decay)", _non_negative, ">= 0"),
-        "seed": Key(42, "int", "seed of weights, data order, augmentation and dropout"),
+        "seed": Key(42, "int", "seed of weights, data order, augmentation and dropout", lambda v: 0 <= v <= MAX_SEED, f"between 0 and {MAX_SEED:,} (2^32 - 1, NumPy's range)"),
         "output_dir": Key("runs/alexnet_simam", "str", "run directory: checkpoints, logs, history, figures"),
         "log_interval": Key(10, "int", "write a log line every N iterations", _positive, ">= 1"),
         "loss_record_interval": Key(10, "int", "record the training loss every N iterations (the notebook: 10)", _positive, ">= 1"),

@@ -184,7 +184,11 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_root,
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("train.epochs=0", "train.epochs: expected >= 1, got 0"),
+        ("train.epochs=0", "train.epochs: expected between 1 and 100,000, got 0"),
+        ("train.epochs=10000000000", "train.epochs: expected between 1 and 100,000, got 10000000000"),
+        ("train.seed=-1", "train.seed: expected between 0 and 4,294,967,295 (2^32 - 1, NumPy's range), got -1"),
+        ("train.seed=4294967296", "train.seed: expected between 0 and 4,294,967,295"),
+        ("train.seed=18446744073709551616", "train.seed: expected between 0 and 4,294,967,295"),
         ("data.batch_size=0", "data.batch_size: expected >= 1, got 0"),
         ("loss.smoothing=1", "loss.smoothing: expected in [0, 1), got 1"),
         ("train.epochz=3", "unknown key train.epochz"),
