@@ -9,7 +9,8 @@ one exit code one kind of outcome:
     1    the work ran and failed (an export that does not match its model, a run that failed)
     2    bad input: an argument, config key, file or data source that cannot be used (nothing done)
     3    training diverged (NaN or Inf loss); the last completed epoch is kept
-    130  interrupted (Ctrl-C)
+    130  interrupted (Ctrl-C, SIGINT)
+    143  terminated (SIGTERM: kill, timeout, a scheduler's stop), handled as Ctrl-C is
 
 Paddle prints harmless notices on start-up (no ccache, "using custom operator only", glog notices of
 its PIR passes such as "static graph(PIR) not support input out tensor"). Importing this
@@ -23,15 +24,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-from .errors import ConfigError, ExportError, TrainingDiverged
+from .errors import ConfigError, ExportError, Interrupted, TrainingDiverged
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 # Paddle's harmless start-up notices, by the text they start with.
 HARMLESS_WARNINGS = ("No ccache found",)
@@ -86,10 +89,19 @@ def add_overrides(p: argparse.ArgumentParser, what: str = "a config value") -> N
                    help=f"override {what}, e.g. -o data.root=PATH (repeatable)")
 
 
+def _terminate(signum, frame) -> None:
+    raise Interrupted("terminated", signum)
+
+
 def run(main: Callable[[], int | None]) -> int:
-    """Call a tool's ``main`` and turn its failures into one message and the convention's exit code."""
+    """Call a tool's ``main`` and turn its failures into one message and the convention's exit code.
+
+    SIGTERM raises :class:`Interrupted` in the main thread, as Ctrl-C raises KeyboardInterrupt (it
+    replaces Paddle's handler, which aborts the process with a C++ report), so that a stopped tool
+    cleans up and says what it kept either way."""
     from .layers.custom_ops import KernelUnavailable
 
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return main() or EXIT_OK
     except TrainingDiverged as exc:
@@ -101,9 +113,10 @@ def run(main: Callable[[], int | None]) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"\n{str(exc) or 'interrupted'}", file=sys.stderr)
+        return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
 
 
 def shipped_configs() -> dict[str, Path]:

@@ -5,6 +5,8 @@ simam_paddle.<tool>`` (whose module is then ``__main__``) raises the same classe
 catches.
 """
 
+import signal
+
 
 class ConfigError(ValueError):
     """Bad input: a config file, key or value, an argument or a file that cannot be used; the message
@@ -17,3 +19,12 @@ class TrainingDiverged(RuntimeError):
 
 class ExportError(RuntimeError):
     """An export that could not be made or does not match its model; the message says why."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped the work; the message says what was kept. A subclass of
+    KeyboardInterrupt, so that every clean-up that Ctrl-C runs runs for SIGTERM too."""
+
+    def __init__(self, message: str = "interrupted", signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum

@@ -19,6 +19,7 @@ import math
 import os
 import platform
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from . import fastconv, run_dir
 from .config import ConfigError, describe, load_config
 from .data import Mixup, build_loader, evenly_spaced_images, set_loader_epoch
 from .distributed import all_reduce_sum
-from .errors import TrainingDiverged
+from .errors import Interrupted, TrainingDiverged
 from .evaluate import evaluate, model_throughput
 from .io import atomic_paddle_save, atomic_write_json
 from .layers import SimAM, simam_kernel, threads
@@ -191,6 +192,7 @@ class Trainer:
         self.criterion = LabelSmoothingCrossEntropy(config["loss"]["smoothing"])
         self.history = new_history(config, self.model, self.steps)
         self.start_epoch, self.best_acc = 0, -1.0
+        self.completed_epochs = 0  # the last epoch saved in the run directory
         if self.main:
             self.start = run_dir.prepare(self.out, config)
         else:
@@ -206,6 +208,7 @@ class Trainer:
                                   f"({', '.join(self.classes)}); resume with the run's own data, or start a new run")
             state = run_dir.resume_state(self.out, config, self.model, self.optimizer)
             self.history, self.start_epoch, self.best_acc = state["history"], state["epoch"], state["best_acc"]
+            self.completed_epochs = self.start_epoch
         if tc["amp"] == "O2":  # O2 keeps float16 weights with float32 master copies in the optimizer
             self.model, self.optimizer = paddle.amp.decorate(models=self.model, optimizers=self.optimizer, level="O2")
         self.net = paddle.DataParallel(self.model) if self.world > 1 else self.model
@@ -334,6 +337,7 @@ class Trainer:
                                         {"epoch": epoch + 1, "best_acc": self.best_acc, "history": h, "config": self.config})
                 run_dir.commit_replacement(self.out)
                 atomic_write_json(self.out / run_dir.HISTORY, h)
+                self.completed_epochs = epoch + 1
         self.finish()
         return h
 
@@ -376,9 +380,18 @@ def train(config: dict) -> dict:
     trainer = Trainer(config)
     try:
         return trainer.fit()
-    except BaseException:
-        if trainer.main and run_dir.restore_replaced(trainer.out):
+    except BaseException as exc:
+        restored = trainer.main and run_dir.restore_replaced(trainer.out)
+        if restored:
             print(f"the run that --overwrite was replacing is back in {trainer.out}", file=sys.stderr)
+        if isinstance(exc, KeyboardInterrupt):
+            what = "terminated" if getattr(exc, "signum", signal.SIGINT) == signal.SIGTERM else "interrupted"
+            if trainer.completed_epochs and not restored:
+                kept = (f"epoch {trainer.completed_epochs} is the last one saved in {trainer.out}; "
+                        "continue with --resume")
+            else:
+                kept = "no epoch of this run was completed, so none was saved"
+            raise Interrupted(f"{what}: {kept}", getattr(exc, "signum", signal.SIGINT)) from None
         raise
 
 
@@ -429,11 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(describe(config), end="")
             return cli.EXIT_OK
-        try:
-            train(config)
-        except KeyboardInterrupt:
-            print("\ninterrupted: the last completed epoch is saved; continue with --resume", file=sys.stderr)
-            return cli.EXIT_INTERRUPTED
+        train(config)
         return cli.EXIT_OK
 
     return cli.run(work)
