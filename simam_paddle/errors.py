@@ -13,6 +13,10 @@ class ConfigError(ValueError):
     names it and the fix."""
 
 
+class FolderInUse(ConfigError):
+    """A run directory or export folder that another living process holds (``io.hold_lock``); nothing was done."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf."""
 

@@ -1,13 +1,15 @@
-"""Atomic file writes: a temporary file in the same folder, flushed to disk, then renamed.
+"""Atomic file writes, and the lock that gives one process a folder to write.
 
-A process killed at any moment (SIGKILL included) leaves either the old file or the new one, never
-a half-written file; what it may leave is the temporary file ``.<name>.<random>.tmp`` beside the
-target, which ``remove_temp_files`` clears (a run's start clears its run directory's, an export
-its own).
+A write goes to a temporary file in the same folder, flushed to disk, then renamed: a process killed
+at any moment (SIGKILL included) leaves either the old file or the new one, never a half-written
+file; what it may leave is the temporary file ``.<name>.<random>.tmp`` beside the target, which
+``remove_temp_files`` clears (a run's start clears its run directory's, an export its own), only
+while holding the folder's lock (:func:`hold_lock`), so never under a process still writing there.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -18,11 +20,57 @@ from typing import Any
 
 import paddle
 
+from .errors import FolderInUse
+
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+LOCK_NAME = ".simam.lock"
+_held: dict[Path, object] = {}  # lock files this process holds, kept open until it exits
+
+
+def hold_lock(lock_file: str | Path, what: str) -> None:
+    """Hold an exclusive lock on ``lock_file`` (created if need be) for the rest of this process.
+
+    The OS releases it when the process ends, however it ends (SIGKILL included), so a killed process
+    never blocks the next. Taken by another living process: :class:`FolderInUse` naming its pid, and
+    nothing else is touched. Where the OS has no ``fcntl`` (not POSIX), nothing is locked.
+    """
+    lock_file = Path(lock_file).resolve()
+    if lock_file in _held:
+        return
+    try:
+        import fcntl
+    except ImportError:
+        return
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_file, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise FolderInUse(f"{what} is in use by another process (pid {holder}); wait for it to end, stop it, "
+                          "or choose another folder") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    _held[lock_file] = handle
+
+
+def release_lock(lock_file: str | Path) -> None:
+    """Let go of a lock taken with :func:`hold_lock` before the process ends."""
+    handle = _held.pop(Path(lock_file).resolve(), None)
+    if handle is not None:
+        handle.close()
 
 
 def remove_temp_files(folder: str | Path, name: str = "*") -> list[Path]:

@@ -91,3 +91,80 @@ def test_sigterm_during_overwrite_puts_the_old_run_back(data_root, tmp_path):
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert after == before and not (out / ".replaced").exists()
     assert os.path.exists(out / "best_model.pdparams")
+
+
+HOLDER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from simam_paddle.io import hold_lock
+hold_lock(sys.argv[2], "the folder")
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def lock_holder(lock_file: Path) -> subprocess.Popen:
+    """Another process that holds ``lock_file`` until killed."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(REPO_ROOT), str(lock_file)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_two_trainings_into_one_directory(data_root, tmp_path):
+    """Real processes: the second start is refused, naming the first's pid, and the first run completes."""
+    out = tmp_path / "run"
+    # long enough to outlive the other starts, which run side by side (a resume's config must match)
+    long = ("-o", "train.epochs=15")
+    first = subprocess.Popen(train_command(data_root, out, *long), cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    for line in first.stdout:
+        if "[Iter 1/" in line:
+            break
+    others = [subprocess.Popen(train_command(data_root, out, *long, *extra), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True) for extra in ((), ("--resume",), ("--overwrite",))]
+    for second in others:
+        err = second.stderr.read()
+        assert second.wait() == 2, err[-2000:]
+        assert f"the run directory {out} is in use by another process (pid {first.pid})" in err
+    assert first.poll() is None, "the first run ended before the other starts were refused: the test proves nothing"
+    first.stdout.read()
+    assert first.wait(timeout=600) == 0, first.stderr.read()[-2000:]
+    history = (out / "history.json").read_text()
+    assert '"finished": true' in history and (out / "predictions.png").is_file() and (out / "curves.png").is_file()
+    assert not list(out.glob(".*.tmp")) and not (out / ".replaced").exists()
+
+
+def test_a_refused_start_touches_nothing_and_a_killed_holder_blocks_nobody(data_root, tmp_path):
+    out = tmp_path / "run"
+    subprocess.run(train_command(data_root, out, "-o", "train.epochs=1"), cwd=REPO_ROOT, check=True, capture_output=True)
+    stale = out / ".checkpoint.pdckpt.zzz.tmp"
+    stale.write_bytes(b"being written by the holder")
+    holder = lock_holder(out / ".simam.lock")
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    try:
+        proc = subprocess.run(train_command(data_root, out, "--overwrite"), cwd=REPO_ROOT, capture_output=True, text=True)
+        assert proc.returncode == 2 and f"(pid {holder.pid})" in proc.stderr
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == files  # the .tmp included
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    proc = subprocess.run(train_command(data_root, out, "--overwrite", "-o", "train.epochs=1"), cwd=REPO_ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not stale.exists(), "the lock holder clears stale temporary files"
+
+
+def test_an_export_into_a_folder_in_use_is_refused(data_root, tmp_path):
+    out = tmp_path / "run"
+    subprocess.run(train_command(data_root, out, "-o", "train.epochs=1"), cwd=REPO_ROOT, check=True, capture_output=True)
+    target = tmp_path / "exports" / "alexnet"
+    holder = lock_holder(target.parent / ".alexnet.lock")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "simam_paddle.export", str(out), "--format", "paddle",
+                               "--output", str(target), "--overwrite"], cwd=REPO_ROOT, capture_output=True, text=True)
+        assert proc.returncode == 2 and f"the export folder {target} is in use by another process (pid {holder.pid})" \
+            in proc.stderr, proc.stderr[-2000:]
+        assert not target.exists() and not list(target.parent.glob(".alexnet.*.tmp"))
+    finally:
+        holder.kill()
+        holder.wait()
