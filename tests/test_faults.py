@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO_ROOT
 from helpers import write_learnable_image_folder as write_image_folder
 
