@@ -6,7 +6,7 @@ flag means one thing everywhere (``--output``, ``--weights``, ``--num-images``, 
 one exit code one kind of outcome:
 
     0    done
-    1    the work ran and failed (an export that does not match its model, a run that failed)
+    1    the work ran and failed (an export that does not match its model, a run that failed, a full disk)
     2    bad input: an argument, config key, file or data source that cannot be used (nothing done)
     3    training diverged (NaN or Inf loss); the last completed epoch is kept
     130  interrupted (Ctrl-C, SIGINT)
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-from .errors import ConfigError, ExportError, Interrupted, TrainingDiverged
+from .errors import ConfigError, DiskFull, ExportError, Interrupted, TrainingDiverged
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -107,7 +107,7 @@ def run(main: Callable[[], int | None]) -> int:
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
-    except (ExportError, KernelUnavailable) as exc:
+    except (ExportError, KernelUnavailable, DiskFull) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except (ConfigError, FileNotFoundError, ValueError) as exc:

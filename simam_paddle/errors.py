@@ -17,6 +17,11 @@ class FolderInUse(ConfigError):
     """A run directory or export folder that another living process holds (``io.hold_lock``); nothing was done."""
 
 
+class DiskFull(RuntimeError):
+    """A write found no space left on its device; the message names the file, the space left, and says
+    that what was written before is intact (``io``'s writes replace a file only once the new one is complete)."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf."""
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import paddle
 
-from .errors import FolderInUse
+from .errors import DiskFull, FolderInUse
 
 
 def _umask() -> int:
@@ -86,10 +86,30 @@ def remove_temp_files(folder: str | Path, name: str = "*") -> list[Path]:
     return stale
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(path: str | Path, exc: OSError) -> DiskFull | None:
+    """The :class:`DiskFull` error for a write of ``path`` that failed with ``exc``, or None if that was
+    not a full disk (or quota)."""
+    if exc.errno not in NO_SPACE:
+        return None
+    path = Path(path)
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB left"
+    except OSError:
+        free = "space left unknown"
+    return DiskFull(f"no space left on the device of {path.parent} while writing {path.name} ({free}): the "
+                    f"files written before are intact; free some space or choose another folder, then start again")
+
+
 def _atomic(path: str | Path, write: Callable[[str], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise disk_full(path, exc) or exc from None
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
@@ -97,8 +117,11 @@ def _atomic(path: str | Path, write: Callable[[str], None]) -> None:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        full = disk_full(path, exc) if isinstance(exc, OSError) else None
+        if full is not None:
+            raise full from None
         raise
 
 

@@ -34,7 +34,7 @@ from .data import Mixup, build_loader, evenly_spaced_images, set_loader_epoch
 from .distributed import all_reduce_sum
 from .errors import Interrupted, TrainingDiverged
 from .evaluate import evaluate, model_throughput
-from .io import atomic_paddle_save, atomic_write_json
+from .io import atomic_paddle_save, atomic_write_json, disk_full
 from .layers import SimAM, simam_kernel, threads
 from .layers.simam import resolve_backend
 from .losses import LabelSmoothingCrossEntropy
@@ -74,6 +74,7 @@ class RunLog:
     """Log lines to stdout and ``train.log`` (rank 0 only); a live progress line on a terminal."""
 
     def __init__(self, path: Path | None):
+        self.path = path
         self.file = open(path, "a") if path is not None else None
         self.live = sys.stdout.isatty() and path is not None
 
@@ -82,8 +83,12 @@ class RunLog:
             return
         line = f"[{datetime.datetime.now():%Y-%m-%d %H:%M:%S}] {message}"
         print(("\r\033[K" if self.live else "") + line, flush=True)
-        self.file.write(line + "\n")
-        self.file.flush()
+        try:
+            self.file.write(line + "\n")
+            self.file.flush()
+        except OSError as exc:
+            self.file = None  # the log is what cannot be written: stop writing it
+            raise disk_full(self.path, exc) or exc from None
 
     def progress(self, message: str) -> None:
         if self.live:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -167,3 +168,40 @@ def test_an_export_into_a_folder_in_use_is_refused(data_root, tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of a given size in MiB, mounted for the test (needs root; skipped, saying so, elsewhere)."""
+    mounted = []
+
+    def make(mib: int) -> Path:
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", str(point)], capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here (needs root): {proc.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield make
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+@pytest.mark.parametrize("mib, epochs_saved", [(5, 0), (200, 1)])
+def test_a_full_disk_ends_with_one_line_and_keeps_what_was_saved(data_root, small_disk, mib, epochs_saved):
+    """5 MiB: not even the first weights fit; 200 MiB: the first epoch's files fit, not the second's."""
+    out = small_disk(mib) / "run"
+    proc = subprocess.run(train_command(data_root, out), cwd=REPO_ROOT, capture_output=True, text=True)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert err[-1].startswith(f"error: no space left on the device of {out} while writing ") and "intact" in err[-1]
+    assert not list(out.glob(".*.tmp")), "a half-written temporary file was left"
+    if epochs_saved:
+        import paddle
+
+        state = paddle.load(str(out / "checkpoint.pdckpt"))["state"]
+        history = json.loads((out / "history.json").read_text())
+        assert state["epoch"] == epochs_saved and history["epoch"]["epoch"] == [1] and not history["finished"]
