@@ -12,7 +12,8 @@ costs by itself).
 
     python scripts/benchmark_data.py                    # the tables in BENCHMARKS.md, with OpenCV's threads
     python scripts/benchmark_data.py --cv2-threads 1    # and with OpenCV single-threaded
-    python scripts/benchmark_data.py --repeats 1 --batches 10   # a quick look
+    python scripts/benchmark_data.py --rounds 1 --batches 10    # a quick look
+    python scripts/benchmark_data.py -o data.root=PATH          # another copy of the data (default: $SIMAM_DATA_DIR/cifar10-jpeg)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import cv2
 import numpy as np
 import paddle
 
+from simam_paddle import cli
 from simam_paddle.config import load_config
 from simam_paddle.data import build_loader, set_loader_epoch
 from simam_paddle.data.loaders import CifarDataset, EpochBatchSampler, make_loader
@@ -102,12 +104,17 @@ def summary(runs: list[tuple[float, float]]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="image-folder root or cifar-10-python.tar.gz")
+    cli.add_overrides(parser, "the data to read (image-folder root or cifar-10-python.tar.gz)", "data.root=PATH")
+    parser.add_argument("--root", dest="override", type=lambda p: f"data.root={p}", action="append",
+                        help=argparse.SUPPRESS)  # deprecated spelling of -o data.root=PATH
     parser.add_argument("--batches", type=int, default=40, help="timed batches per run (recipe: a quarter of it)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per row; the table shows mean ± std")
+    cli.add_rounds(parser, 3, "each row (runs; the table shows mean ± std)")
+    parser.add_argument("--repeats", dest="rounds", type=cli.positive_int, help=argparse.SUPPRESS)  # deprecated: --rounds
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--cv2-threads", type=int, default=None, help="cv2.setNumThreads at start (default: OpenCV's own)")
     args = parser.parse_args()
+    root = [f"data.root={DEFAULT_ROOT}", *cli.overrides(args.override, "benchmark_data", ("data.root",),
+                                                        "the script sets the other data keys itself")]
     if args.cv2_threads is not None:
         cv2.setNumThreads(args.cv2_threads)  # in this process, before any worker forks (see loaders.py)
 
@@ -117,16 +124,16 @@ def main() -> None:
     rows = []
     for pipeline in ("recipe", "fast"):
         batches = max(args.batches // 4, 4) if pipeline == "recipe" else args.batches
-        settings = [f"data.root={args.root}", f"data.train_transforms={pipeline}", f"data.batch_size={BATCH}",
+        settings = [*root, f"data.train_transforms={pipeline}", f"data.batch_size={BATCH}",
                     f"data.limit_train={(batches + WARMUP) * BATCH}"]
         direct = []
-        for r in range(args.repeats):
+        for r in range(args.rounds):
             train = build_loader(load_config(None, settings + ["data.num_workers=0", f"train.seed={r}"]), "train")
             direct.append(time_direct(train.dataset.dataset, batches))
         rows.append((pipeline, "no loader, 1 process", *summary(direct)))
         for workers in args.workers:
             runs = []
-            for r in range(args.repeats):
+            for r in range(args.rounds):
                 train = build_loader(load_config(None, settings + [f"data.num_workers={workers}", f"train.seed={r}"]),
                                      "train")
                 runs.append(time_loader(train, epoch=r))
@@ -134,7 +141,7 @@ def main() -> None:
     for workers in args.workers:
         n = (args.batches + WARMUP) * BATCH
         loader = make_loader(ReadyBatches(n), EpochBatchSampler(n, BATCH, True, True), workers)
-        runs = [time_loader(loader, r) for r in range(args.repeats)]
+        runs = [time_loader(loader, r) for r in range(args.rounds)]
         rows.append(("none (ready batches)", f"loader, {workers} workers", *summary(runs)))
     print(f"# load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("| pipeline | how | images/s | CPU ms per image |")

@@ -50,9 +50,11 @@ import paddle  # noqa: E402
 
 from simam_paddle import cli  # noqa: E402,F401  (first: it quiets Paddle's start-up notices)
 from simam_paddle.config import load_config  # noqa: E402
-from simam_paddle.export import engine_threads, export, onnx_runner, paddle_runner  # noqa: E402
+from simam_paddle.export import export  # noqa: E402
 from simam_paddle.models import load_weights  # noqa: E402
-from simam_paddle.run_dir import WEIGHTS, build_run_model, is_run_dir, save_run_config  # noqa: E402
+from simam_paddle.models.from_config import build_from_config  # noqa: E402
+from simam_paddle.run_dir import WEIGHTS, is_run_dir, save_run_config  # noqa: E402
+from simam_paddle.runner import engine_threads, open_model  # noqa: E402
 from simam_paddle.timing import measure  # noqa: E402
 
 PAIRS = (("alexnet", "alexnet_simam"), ("resnet18", "resnet18_simam"))
@@ -66,7 +68,7 @@ def random_run(root: Path, name: str, state: dict | None, seed: int) -> tuple[Pa
     run.mkdir(parents=True)
     save_run_config(config, run)
     paddle.seed(seed)
-    model = build_run_model(config)
+    model = build_from_config(config)
     if state is not None:
         load_weights(model, state, model_name=name)
     paddle.save(model.state_dict(), str(run / WEIGHTS["best"]))
@@ -93,18 +95,14 @@ def export_pair(pair: tuple[str, str], runs: dict[str, Path], root: Path, seed: 
     return exported
 
 
-# The programs of a Paddle export the SimAM model runs (see simam_paddle.export.choose_program).
+# The programs of a Paddle export the SimAM model runs (see simam_paddle.runner.choose_program).
 PROGRAMS = ("simam_op", "standard")
 
 
 def make_runner(setting: str, exported: dict, threads: int, program: str = "auto"):
-    if setting == "default Config":
-        return paddle_runner(exported["paddle"], default_config=True, program=program)
-    if setting == "oneDNN on":
-        return paddle_runner(exported["paddle"], onednn=True, threads=threads, program=program)
-    if setting == "oneDNN off":
-        return paddle_runner(exported["paddle"], onednn=False, threads=threads, program=program)
-    return onnx_runner(exported["onnx"], threads=threads)
+    """The exported model of one engine setting, opened as predict and evaluate open it."""
+    return open_model(exported["onnx" if setting == "onnxruntime" else "paddle"], onednn=setting != "oneDNN off",
+                      threads=threads, program=program, default_config=setting == "default Config")
 
 
 def time_pair(pair, exported, setting, program, threads, rounds, warmup, batch, latency_calls, latency_rounds) -> dict:

@@ -93,7 +93,7 @@ def bench_layers(args, backends: list[str]) -> dict:
         header += f" {name + ' fwd':>13} {name + ' f+b':>13}"
     print(header)
     for layer, shape in LAYER_SHAPES.items():
-        m = measure(layer_candidates(shape, backends), args.rounds, args.warmup)
+        m = measure(layer_candidates(shape, backends), args.rounds, args.warmup, args.quiet_wait)
         med = m.seconds
         unit = med["x * 2.0"]
         row = {"shape": shape, "x*2.0 ms": unit * 1e3, "conditions": m.conditions(), "busy": m.busy}
@@ -139,7 +139,7 @@ def bench_blocks(args) -> dict:
     results = {}
     for (layer, shape), conv in zip(LAYER_SHAPES.items(), CONVS):
         pooled = conv[-1]
-        m = measure(block_candidates(shape, pooled), args.rounds, args.warmup)
+        m = measure(block_candidates(shape, pooled), args.rounds, args.warmup, args.quiet_wait)
         med = m.seconds
         row = {"pool": pooled, "conditions": m.conditions(), "busy": m.busy}
         line = f"{layer:6} {'ReLU + max-pool' if pooled else 'ReLU':16}"
@@ -207,7 +207,7 @@ def bench_models(args, backends: list[str]) -> dict:
     print(f"\n## Whole models, batch {args.batch}, median of {args.model_rounds} interleaved rounds")
     results = {}
     for kind, candidates in (("inference", infer), ("training step", train)):
-        m = measure(candidates, args.model_rounds, args.model_warmup)
+        m = measure(candidates, args.model_rounds, args.model_warmup, args.quiet_wait)
         med = m.seconds
         base = med["alexnet"]
         print(f"{kind}: AlexNet {base * 1e3:.0f} ms/batch ({args.batch / base:.0f} img/s)  [{m.conditions()}]")
@@ -292,6 +292,8 @@ def main() -> None:
     parser.add_argument("--skip-blocks", action="store_true")
     parser.add_argument("--skip-models", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--quiet-wait", type=float, default=120.0,
+                        help="seconds each measurement waits at most for a quiet machine (0: none)")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--backend", help=argparse.SUPPRESS)

@@ -1,7 +1,7 @@
 """Benchmark the CPU training step and inference against PyTorch, both run as their users run them.
 
 Batch 128 of 128x128 inputs, float32, on the CPU, no environment variable set for either framework:
-Paddle with this package's defaults (every CPU operator on the available cores: ``layers/threads.py``),
+Paddle with this package's defaults (every CPU operator on the available cores: ``native/threads.py``),
 PyTorch with its own (the available cores).
 
 1. Layers: each of AlexNet's five convolutions at the shape it has in the model, forward (no_grad)
@@ -273,7 +273,8 @@ def machine() -> dict:
     import paddle
 
     from simam_paddle import fastconv
-    from simam_paddle.layers import simam_kernel, threads
+    from simam_paddle.layers import simam_kernel
+    from simam_paddle.native import threads
 
     info = {"python": platform.python_version(), "paddle": paddle.__version__, "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "threads": threads.running(), "fastconv": fastconv.kernel.status(),

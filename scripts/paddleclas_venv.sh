@@ -4,20 +4,27 @@
 # PaddleClas's install put there (a version up or down, one removed) or adds any other than simam-paddle and
 # opencv-python-headless, when pip check finds a broken requirement, when paddleclas and the installed
 # simam_paddle do not import together or a SimAM ResNet18 of PaddleClas does not run forward and backward,
-# or when tests/test_paddleclas.py fails there.
+# or when tests/test_paddleclas.py fails there. Then PaddleClas's own engine, from its source tree (the wheel
+# has none): tests/test_paddleclas_engine.py runs tools/train.py, eval.py, export_model.py and infer.py of that
+# tree on CIFAR-10 images and Paddle Inference on the export; it fails when any of those tests fails or is skipped.
 #
-#   bash scripts/paddleclas_venv.sh [VENV_DIR]   # default: a temporary directory, removed at the end
+#   PADDLECLAS_ARCHIVE=PaddleClas-2.6.0-src.tar.gz bash scripts/paddleclas_venv.sh [VENV_DIR]
 #
-# Nothing is kept outside VENV_DIR but pip's own cache; the SimAM kernel is built inside VENV_DIR.
+# The source tree: $PADDLECLAS_SOURCE, or else the archive $PADDLECLAS_ARCHIVE (a .tar.gz holding one folder,
+# PaddleClas 2.6's source) unpacked into a temporary directory. The CIFAR-10 copy: $SIMAM_DATA_DIR/cifar10-jpeg
+# (default ../shared/data/cifar10-jpeg, as for every test). VENV_DIR: default a temporary directory.
+# Nothing is kept outside VENV_DIR but pip's own cache; the SimAM kernel is built inside VENV_DIR; the
+# temporary directory (venv, unpacked source, test output) is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ $# -ge 1 ]; then
-    venv="$1"
-else
-    tmp="$(mktemp -d)"
-    trap 'rm -rf "$tmp"' EXIT
-    venv="$tmp/venv"
+if [ -z "${PADDLECLAS_SOURCE:-}" ] && [ ! -f "${PADDLECLAS_ARCHIVE:-}" ]; then
+    echo "error: no PaddleClas source: set PADDLECLAS_ARCHIVE to PaddleClas 2.6.0's source archive (.tar.gz)" \
+         "${PADDLECLAS_ARCHIVE:+(not found: $PADDLECLAS_ARCHIVE) }or PADDLECLAS_SOURCE to an unpacked source tree" >&2
+    exit 2
 fi
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+venv="${1:-$tmp/venv}"
 python -m venv "$venv"
 py="$venv/bin/python"
 "$py" -m pip install --quiet --upgrade pip
@@ -79,3 +86,26 @@ EOF
 
 "$py" -m pip install --quiet pytest
 SIMAM_PADDLE_CACHE_DIR="$venv/kernel-cache" "$py" -m pytest tests/test_paddleclas.py -p no:cacheprovider -q -m "not paddleclas_source"
+
+# PaddleClas's engine, from its source tree.
+start=$(date +%s)
+if [ -z "${PADDLECLAS_SOURCE:-}" ]; then
+    mkdir "$tmp/source"
+    tar xzf "$PADDLECLAS_ARCHIVE" -C "$tmp/source"
+    PADDLECLAS_SOURCE="$(find "$tmp/source" -mindepth 1 -maxdepth 1 -type d)"
+fi
+export PADDLECLAS_SOURCE
+echo "PaddleClas source tree: $PADDLECLAS_SOURCE (version $(cat "$PADDLECLAS_SOURCE/version.txt" 2>/dev/null || echo unknown))"
+SIMAM_PADDLE_CACHE_DIR="$venv/kernel-cache" "$py" -m pytest tests/test_paddleclas_engine.py -p no:cacheprovider -q \
+    -m paddleclas_source --basetemp="$tmp/engine-tests" --junitxml="$tmp/engine-tests.xml"
+"$py" - "$tmp/engine-tests.xml" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+
+suite = ET.parse(sys.argv[1]).getroot().find("testsuite")
+skipped = [f"{case.get('name')}: {case.find('skipped').get('message')}" for case in suite.iter("testcase")
+           if case.find("skipped") is not None]
+if skipped or int(suite.get("tests")) == 0:
+    sys.exit("PaddleClas's engine tests must run here, but " + ("; ".join(skipped) or "none was collected"))
+EOF
+echo "PaddleClas's engine tests: $(( $(date +%s) - start )) s"

@@ -1,16 +1,28 @@
-"""What every command-line tool shares: its parser, exit codes, the quiet start, config lookup.
+"""What every command-line tool shares: its parser, its flags, exit codes, the quiet start, config lookup.
 
 Each tool runs as ``python -m simam_paddle.<tool>`` and as the console script ``simam-<tool>``. One
-flag means one thing everywhere (``--output``, ``--weights``, ``--num-images``, ``--overwrite``,
-``-o section.key=value``, and for the tools that run exports ``--threads`` and ``--no-onednn``), and
-one exit code one kind of outcome:
+flag means one thing everywhere, defined once here:
+
+    PATH            the positional argument of every tool that loads a model: a run directory, or an
+                    export folder where the tool runs exports (predict, evaluate)
+    --output DIR    always a folder, into which the tool writes its files under fixed names
+    -o section.key=value   a config key, in every tool that uses a config; a key the tool would
+                    ignore is refused (``overrides``)
+    --rounds N      timed repetitions, in every tool and script that times something
+    --weights, --num-images, --overwrite, and for the tools that run exports --threads, --no-onednn and
+    --program (which program of a Paddle export: also export's, which programs to write)
+
+One exit code means one kind of outcome:
 
     0    done
     1    the work ran and failed (an export that does not match its model, a run that failed, a full disk)
-    2    bad input: an argument, config key, file or data source that cannot be used (nothing done)
+    2    bad input: an argument, config key, file or data source that cannot be used (nothing done):
+         a ``simam_paddle.errors.BadInput``, a missing file, or an argument argparse refuses
     3    training diverged (NaN or Inf loss); the last completed epoch is kept
     130  interrupted (Ctrl-C, SIGINT)
     143  terminated (SIGTERM: kill, timeout, a scheduler's stop), handled as Ctrl-C is
+
+Any other exception is a bug: it keeps its traceback (exit 1).
 
 Paddle prints harmless notices on start-up (no ccache, "using custom operator only", glog notices of
 its PIR passes such as "static graph(PIR) not support input out tensor"). Importing this
@@ -31,7 +43,7 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-from .errors import ConfigError, DiskFull, ExportError, Interrupted, TrainingDiverged
+from .errors import BadInput, ConfigError, DiskFull, ExportError, Interrupted, TrainingDiverged
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -68,6 +80,30 @@ def parser(tool: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_path(p: argparse.ArgumentParser, exports: bool = False) -> None:
+    """The positional PATH of a tool that loads a model."""
+    what = "a run directory, or an export folder of simam_paddle.export" if exports else "a run directory"
+    p.add_argument("path", metavar="PATH", help=f"{what} (written by simam_paddle.train)")
+
+
+def add_output(p: argparse.ArgumentParser, writes: str, default: str) -> None:
+    """``--output DIR``: the folder a tool writes into (``writes``: what it writes there)."""
+    p.add_argument("--output", type=Path, default=None, metavar="DIR",
+                   help=f"folder to write {writes} into (default: {default})")
+
+
+def add_rounds(p: argparse.ArgumentParser, default: int, what: str) -> None:
+    """``--rounds N``: timed repetitions."""
+    p.add_argument("--rounds", type=positive_int, default=default, help=f"timed rounds of {what} (default: {default})")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
 def add_weights(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="best", choices=("best", "final"),
                    help="which weights of a run directory (default: best)")
@@ -84,9 +120,24 @@ def add_engine(p: argparse.ArgumentParser) -> None:
                         "model.json (standard operators); auto (default): the former where it can run")
 
 
-def add_overrides(p: argparse.ArgumentParser, what: str = "a config value") -> None:
+def add_overrides(p: argparse.ArgumentParser, what: str = "a config value", example: str = "data.root=PATH") -> None:
     p.add_argument("-o", "--override", action="append", default=[], metavar="section.key=value",
-                   help=f"override {what}, e.g. -o data.root=PATH (repeatable)")
+                   help=f"override {what}, e.g. -o {example} (repeatable)")
+
+
+def overrides(texts: list[str], tool: str, allowed: tuple[str, ...], why: str) -> list[str]:
+    """``texts`` (``section.key=value``), each checked to be one of the keys ``tool`` uses: a section
+    (``"data"``) or a key (``"model.e_lambda"``) of ``allowed``. Any other key would be ignored, so it
+    is a ConfigError saying why (``why``) instead."""
+    from .config import parse_override
+
+    for text in texts:
+        (section, values), = parse_override(text).items()
+        key = f"{section}.{next(iter(values))}"
+        if section not in allowed and key not in allowed:
+            raise ConfigError(f"-o {text}: {tool} uses only {', '.join(allowed)} from -o; {key} would be ignored "
+                              f"({why})")
+    return list(texts)
 
 
 def _terminate(signum, frame) -> None:
@@ -99,7 +150,7 @@ def run(main: Callable[[], int | None]) -> int:
     SIGTERM raises :class:`Interrupted` in the main thread, as Ctrl-C raises KeyboardInterrupt (it
     replaces Paddle's handler, which aborts the process with a C++ report), so that a stopped tool
     cleans up and says what it kept either way."""
-    from .layers.custom_ops import KernelUnavailable
+    from .native import KernelUnavailable, SettingError
 
     signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -110,7 +161,7 @@ def run(main: Callable[[], int | None]) -> int:
     except (ExportError, KernelUnavailable, DiskFull) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (BadInput, SettingError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
@@ -119,20 +170,22 @@ def run(main: Callable[[], int | None]) -> int:
         return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
 
 
-def shipped_configs() -> dict[str, Path]:
-    """The configs that ship with the package, by name (``alexnet_simam`` -> its YAML file)."""
-    folder = resources.files("simam_paddle") / "configs"
-    return {Path(str(f)).stem: Path(str(f)) for f in folder.iterdir() if str(f).endswith(".yaml")}
+def shipped_configs(folder: str = "configs") -> dict[str, Path]:
+    """The configs that ship with the package in ``folder``, by name (``alexnet_simam`` -> its YAML file):
+    the experiment's in ``configs``, PaddleClas's in ``configs/paddleclas``."""
+    files = resources.files("simam_paddle").joinpath(*folder.split("/"))
+    return {Path(str(f)).stem: Path(str(f)) for f in files.iterdir() if str(f).endswith(".yaml")}
 
 
-def find_config(name_or_path: str) -> Path:
-    """A config given as a path, or by the name of a shipped config (``alexnet_simam``), from any directory."""
+def find_config(name_or_path: str, folder: str = "configs") -> Path:
+    """A config given as a path, or by the name of a config shipped in ``folder`` (``alexnet_simam``), from any
+    directory."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
-    shipped = shipped_configs()
+    shipped = shipped_configs(folder)
     name = path.name.removesuffix(".yaml").removesuffix(".yml")
-    if name in shipped and (len(path.parts) == 1 or path.parent.name == "configs"):
+    if name in shipped and (len(path.parts) == 1 or path.parent.name == Path(folder).name):
         return shipped[name]
     raise ConfigError(
         f"config {name_or_path!r} not found: give a YAML file's path or the name of a shipped config "

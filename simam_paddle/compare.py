@@ -10,7 +10,7 @@ over seeds) and each model's prediction grid into ``--output``.
 - Runs whose recipe differs in anything but the model and the seed (data, epochs, transforms, ...)
   cannot be averaged together: they are flagged and left out of the table.
 - Model-only throughput is measured here, side by side: the models are timed interleaved in one
-  process (median of repeats after warm-up), so their ratio is fair on a noisy machine. End-to-end
+  process (median of rounds after warm-up), so their ratio is fair on a noisy machine. End-to-end
   throughput (test set through the loader) is taken from the runs' histories.
 """
 
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import ConfigError, recipe_key
+from .errors import PathError
 from .evaluate import model_throughput
 from .io import atomic_savefig, atomic_write_json, atomic_write_text
 from .run_dir import load_run_model, read_config, read_history
@@ -42,7 +43,7 @@ def load_run(run_dir: Path) -> dict:
     config = read_config(run_dir)
     history = read_history(run_dir)
     if history is None:
-        raise ConfigError(f"{run_dir} has no history: it has not completed an epoch")
+        raise PathError(f"{run_dir} has no history: it has not completed an epoch")
     return {"dir": str(run_dir), "config": config, "history": history}
 
 
@@ -196,7 +197,7 @@ def plot_prediction_grid(model, run: dict, path: Path) -> str | None:
     return None
 
 
-def compare(run_dirs: list[Path], out: Path, measure_throughput: bool = True, repeats: int = 10) -> dict:
+def compare(run_dirs: list[Path], out: Path, measure_throughput: bool = True, rounds: int = 10) -> dict:
     runs = [load_run(Path(d)) for d in run_dirs]
     kept, flagged = select_comparable(runs)
     first: dict[str, dict] = {}  # each model's run of the lowest seed: timed, and drawn in the prediction grid
@@ -212,7 +213,7 @@ def compare(run_dirs: list[Path], out: Path, measure_throughput: bool = True, re
             print(f"note: no prediction grid for {name}: {exc}", file=sys.stderr)
     throughput = None
     if measure_throughput and loaded:
-        throughput = model_throughput(loaded, kept[0]["config"]["data"]["batch_size"], repeats,
+        throughput = model_throughput(loaded, kept[0]["config"]["data"]["batch_size"], rounds,
                                       input_size=kept[0]["config"]["data"]["image_size"])
     models = summarise(kept, throughput)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,7 +225,7 @@ def compare(run_dirs: list[Path], out: Path, measure_throughput: bool = True, re
         "environment": env,
         "throughput_method": (f"model-only: eval forward of a [{kept[0]['config']['data']['batch_size']}, 3, "
                               f"{kept[0]['config']['data']['image_size']}, {kept[0]['config']['data']['image_size']}] "
-                              f"batch, models interleaved in one process, median of {repeats} after 2 warm-up"
+                              f"batch, models interleaved in one process, median of {rounds} after 2 warm-up"
                               if throughput else "not measured"),
     }
     atomic_write_json(out / "results.json", result)
@@ -251,16 +252,17 @@ def compare(run_dirs: list[Path], out: Path, measure_throughput: bool = True, re
 
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser("compare", __doc__.split("\n")[0])
-    p.add_argument("run_dirs", nargs="+", type=Path, help="run directories written by simam_paddle.train")
-    p.add_argument("--output", type=Path, default=Path("results"), help="output folder (default results/)")
-    p.add_argument("--repeats", type=int, default=10, help="timed repeats for the model-only throughput")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="run directories written by simam_paddle.train")
+    cli.add_output(p, "results.md, results.json and the figures", "results")
+    cli.add_rounds(p, 10, "the model-only throughput")
     p.add_argument("--no-throughput", action="store_true", help="skip the model-only throughput measurement")
     args = p.parse_args(argv)
 
     def work() -> None:
-        result = compare(args.run_dirs, args.output, not args.no_throughput, args.repeats)
+        output = args.output or Path("results")
+        result = compare(args.paths, output, not args.no_throughput, args.rounds)
         print(result["markdown"])
-        print(f"written: {args.output}/results.md, results.json, curves.png")
+        print(f"written: {output}/results.md, results.json, curves.png")
 
     return cli.run(work)
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .layers.simam import E_LAMBDA
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
         "name": Key("alexnet_simam", "str", "model to train: alexnet | alexnet_simam | resnet18_simam | mobilenet_v2_simam ... (all: python -m simam_paddle.train --list-models)", lambda v: v in _model_names(), lambda: "a name build_model knows: " + ", ".join(_model_names())),
         "num_classes": Key(None, "int?", "number of output classes (null = the number of classes in the data; a different number is an error)", _positive, "> 0 or null"),
-        "e_lambda": Key(1e-4, "float", "SimAM lambda (1e-4 official default; the notebook used 1e-5; the official ImageNet weights 0.1)", _positive, "> 0"),
+        "e_lambda": Key(E_LAMBDA, "float", "SimAM lambda (1e-4 official default; the notebook used 1e-5; the official ImageNet weights 0.1)", _positive, "> 0"),
         "dropout": Key(0.5, "float", "dropout of AlexNet's classifier (0 = off); other models have none", lambda v: 0 <= v < 1, "in [0, 1)"),
         "pretrained": Key(None, "str?", "weights to start from: a .pdparams file (e.g. from simam_paddle.convert) or a run directory (its best weights); loaded strictly, but for a classifier of another num_classes, which starts new"),
         "fast_conv": Key(True, "bool", "AlexNet's CPU float32 convolutions through oneDNN (simam_paddle.fastconv) where it builds, else Paddle's own; same numbers to float rounding; other models use Paddle's"),
@@ -188,7 +189,8 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """Defaults, then the YAML file at ``path`` (if any), then each ``section.key=value`` override."""
+    """Defaults, then the YAML file at ``path`` (if any), then each ``section.key=value`` override; then
+    the checks that involve several keys (``check_config``)."""
     config = defaults()
     if path is not None:
         _merge(config, read_yaml(path), str(path))
@@ -199,7 +201,25 @@ def apply_overrides(config: dict, overrides: list[str] | tuple[str, ...]) -> dic
     """Apply ``section.key=value`` overrides to ``config`` in place (validated like a file); return it."""
     for text in overrides:
         _merge(config, parse_override(text), f"override {text!r}")
+    check_config(config)
     return config
+
+
+def check_config(config: dict) -> None:
+    """The checks that involve several keys, each a ConfigError naming the keys and the fix: a model
+    that takes one input size only (AlexNet: 128) refuses another ``data.image_size``; ``model.dropout``
+    applies to the models that have dropout (AlexNet)."""
+    from .models import MODELS  # imported when a config is checked: the config and data need no models
+
+    name, size = config["model"]["name"], config["data"]["image_size"]
+    spec = MODELS[name]
+    if spec.input_size is not None and size != spec.input_size:
+        needed = spec.input_size
+        takes_any = ", ".join(n for n, s in MODELS.items() if s.input_size is None)
+        raise ConfigError(f"data.image_size={size}: {name} takes {needed}x{needed} images only; set data.image_size={needed}, "
+                          f"or choose a model that takes any size ({takes_any})")
+    if "dropout" not in spec.options and config["model"]["dropout"] != SCHEMA["model"]["dropout"].default:
+        raise ConfigError(f"model.dropout applies to AlexNet models only; {name} has no dropout to set")
 
 
 def save_config(config: dict, path: str | Path) -> None:

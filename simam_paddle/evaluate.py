@@ -1,9 +1,11 @@
-"""Validation and throughput of a model; ``python -m simam_paddle.evaluate RUN_DIR|EXPORT_DIR``.
+"""Validation and throughput of a model; ``python -m simam_paddle.evaluate PATH [--rounds N] [-o data.KEY=VALUE]``.
 
 A run directory is evaluated in the dynamic graph; an export folder of ``simam_paddle.export`` through
 its engine (Paddle Inference or onnxruntime) with the fastest settings measured, named once in the
 output (``--threads``, ``--no-onednn``, ``--program`` change them), on the data of the run it was exported from
-(its config.yaml, when the run is still there) or of ``-o data.root=...``.
+(its config.yaml, when the run is still there) or of ``-o data.root=...``. ``-o`` takes the data and
+loss keys only: the model is the one saved, and a model key (``model.e_lambda``) would be ignored, so
+it is refused.
 
 Two throughputs, because they answer different questions:
 - model-only: images/s of forward passes on ready tensors, after warm-up (what the model costs);
@@ -20,9 +22,11 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 import sys
 import time
 
+import numpy as np
 import paddle
 
 from .distributed import all_reduce_sum
+from .errors import DataError
 from .losses import label_smoothing_cross_entropy
 from .timing import measure
 
@@ -44,75 +48,56 @@ def evaluate(model: paddle.nn.Layer, loader, smoothing: float = 0.1) -> dict:
     seconds = time.perf_counter() - start
     loss_sum, correct, count = all_reduce_sum([loss_sum, correct, count])  # each process saw its shard
     if count == 0:
-        raise ValueError("the evaluation loader yielded no images")
+        raise DataError("the evaluation loader yielded no images")
     return {"loss": loss_sum / count, "acc": correct / count, "images": int(count), "seconds": seconds,
             "ips": count / seconds}
 
 
 @paddle.no_grad()
-def model_throughput(models: dict[str, paddle.nn.Layer], batch_size: int = 128, batches: int = 10, warmup: int = 2,
+def model_throughput(models: dict[str, paddle.nn.Layer], batch_size: int = 128, rounds: int = 10, warmup: int = 2,
                      input_size: int = 128) -> dict[str, float]:
     """Images/s of each model's eval-mode forward pass on one ready random batch; several models are
-    timed interleaved (``simam_paddle.timing``), median over ``batches`` rounds after ``warmup``."""
+    timed interleaved (``simam_paddle.timing``), median over ``rounds`` rounds after ``warmup``."""
     x = paddle.randn([batch_size, 3, input_size, input_size])
     for model in models.values():
         model.eval()
     # .numpy() waits for the result
-    seconds = measure({name: lambda m=m: m(x).numpy() for name, m in models.items()}, batches, warmup,
+    seconds = measure({name: lambda m=m: m(x).numpy() for name, m in models.items()}, rounds, warmup,
                       quiet_wait=0).seconds
     return {name: batch_size / s for name, s in seconds.items()}
 
 
-def _export_config(meta: dict, overrides: list[str]) -> dict:
-    """The config to evaluate an export with: its run's config.yaml when the run is still there, else
-    the defaults with the export's model section; then ``overrides``."""
-    from .config import apply_overrides, load_config
-    from .run_dir import is_run_dir, read_config
-
-    run_dir = meta.get("run_dir")
-    config = read_config(run_dir) if run_dir and is_run_dir(run_dir) else load_config(None, [])
-    config["model"].update(meta["model"])
-    return apply_overrides(config, overrides)
+# The config sections evaluate applies: the data it evaluates on and the loss it reports. Model and
+# training keys are refused: the model is the saved one, and a changed model.e_lambda (say) would
+# measure a model that was never trained under the run's name.
+EVALUATE_KEYS = ("data", "loss")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import apply_overrides
     from .data import build_loader
-    from .export import is_export, load_exported
-    from .run_dir import load_run_model
+    from .runner import open_model
 
     p = cli.parser("evaluate", __doc__.split("\n")[0])
-    p.add_argument("model", metavar="run_dir", help="a run directory written by simam_paddle.train, or an export folder")
+    cli.add_path(p, exports=True)
     cli.add_weights(p)
     cli.add_engine(p)
-    p.add_argument("--batches", type=int, default=10, help="timed batches for the model-only throughput")
-    cli.add_overrides(p, "a data setting of the run (data.root=PATH, data.limit_val=1000, ...)")
+    cli.add_rounds(p, 10, "the model-only throughput (batches)")
+    cli.add_overrides(p, "a data or loss setting of the run (data.root=PATH, data.limit_val=1000, ...)")
     args = p.parse_args(argv)
 
     def work() -> None:
-        if is_export(args.model):
-            run, meta = load_exported(args.model, args.onednn, args.threads, args.program)
-            config = _export_config(meta, args.override)
-            what = f"{config['model']['name']} ({meta['format']} export of the {meta['weights']} weights; engine: {run.engine})"
-            model = lambda images: paddle.to_tensor(run(images.numpy()))  # noqa: E731
-            size = meta["input"]["shape"][-1]
-            x = paddle.randn([config["data"]["batch_size"], 3, size, size]).numpy()
-            seconds = measure({"model": lambda: run(x)}, args.batches, 2, quiet_wait=0).seconds["model"]
-            model_ips = config["data"]["batch_size"] / seconds
-        else:
-            model, config = load_run_model(args.model, args.weights)
-            apply_overrides(config, args.override)
-            what = f"{config['model']['name']} ({args.weights} weights)"
-            model_ips = None
-        val_loader = build_loader(config, "val")
-        result = evaluate(model, val_loader, config["loss"]["smoothing"])
-        if model_ips is None:
-            model_ips = model_throughput({"model": model}, config["data"]["batch_size"], args.batches,
-                                         input_size=config["data"]["image_size"])["model"]
-        print(f"{what} on {result['images']} test images")
+        overrides = cli.overrides(args.override, "evaluate", EVALUATE_KEYS,
+                                  "evaluate measures the model as it was trained and saved")
+        model = open_model(args.path, args.weights, args.onednn, args.threads, args.program, overrides=overrides)
+        config, batch_size = model.config, model.config["data"]["batch_size"]
+        result = evaluate(lambda images: paddle.to_tensor(model(images.numpy())), build_loader(config, "val"),
+                          config["loss"]["smoothing"])
+        x = np.random.default_rng(0).standard_normal((batch_size, 3, model.input_size, model.input_size), np.float32)
+        model_ips = batch_size / measure({"model": lambda: model(x)}, args.rounds, 2, quiet_wait=0).seconds["model"]
+        print(f"{model.description} on {result['images']} test images")
         print(f"  val loss {result['loss']:.4f}  val acc {result['acc']:.4f}")
         print(f"  throughput: model-only {model_ips:.1f} img/s (batch {config['data']['batch_size']}, ready tensors, "
-              f"median of {args.batches} after warm-up); end-to-end {result['ips']:.1f} img/s "
+              f"median of {args.rounds} after warm-up); end-to-end {result['ips']:.1f} img/s "
               f"(through the loader, {config['data']['num_workers']} workers)")
 
     return cli.run(work)

@@ -5,7 +5,7 @@
 
 RUN_DIR is a run directory (its ``best`` or ``final`` weights in the dynamic graph); EXPORT_DIR is a
 folder written by ``simam_paddle.export`` (Paddle Inference or ONNX), or a file in it, run with the
-fastest engine settings measured (``simam_paddle.export.paddle_runner``: oneDNN on; threads: the cores
+fastest engine settings measured (``simam_paddle.runner.open_model``: oneDNN on; threads: the cores
 available, or ``--threads``; the program with the SimAM operator where it can run, or ``--program``),
 which are named once on stderr. Images of any size are prepared by the
 test transforms (resize to the run's ``data.image_size``, 128 in the recipe, and normalise). The
@@ -25,39 +25,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import paddle
 
 from .data import load_image, preprocess
-from .export import is_export, load_exported
+from .errors import ArgumentError
 from .losses import softmax
-from .run_dir import is_run_dir, load_run_model, run_classes
+from .runner import open_model
 
 BATCH_SIZE = 64
-
-
-def load_classifier(path: str | Path, weights: str = "best", onednn: bool = True, threads: int | None = None,
-                    log: Callable[[str], None] | None = None,
-                    program: str = "auto") -> tuple[Callable[[np.ndarray], np.ndarray], list[str], int]:
-    """A function from a preprocessed batch to logits, the class names and the input size, for a run or an
-    export (run with ``onednn``, ``threads`` and ``program``: see ``simam_paddle.export.paddle_runner``;
-    ``log`` is told which)."""
-    path = Path(path)
-    if is_run_dir(path):
-        model, config = load_run_model(path, weights)
-
-        def run(batch: np.ndarray) -> np.ndarray:
-            with paddle.no_grad():
-                return model(paddle.to_tensor(batch)).numpy()
-
-        return run, run_classes(path, config), config["data"]["image_size"]
-    if is_export(path):
-        run, meta = load_exported(path, onednn, threads, program)
-        if log is not None:
-            log(f"engine: {run.engine}")
-        return run, meta["class_names"], int(meta["input"]["shape"][2])
-    raise FileNotFoundError(
-        f"{path} is neither a run directory (no config.yaml) nor an export of simam_paddle.export (no export.json)"
-    )
 
 
 def predict(
@@ -67,13 +41,14 @@ def predict(
 ) -> list[list[tuple[str, float]]]:
     """For each image, its ``top_k`` (class name, probability) pairs, most probable first."""
     if top_k < 1:
-        raise ValueError(f"top-k must be >= 1, got {top_k}")
+        raise ArgumentError(f"top-k must be >= 1, got {top_k}")
     images = [load_image(p) for p in image_paths]  # every file is read before the model is loaded
-    run, names, size = load_classifier(model_path, weights, onednn, threads, log, program)
+    model = open_model(model_path, weights, onednn, threads, program, log=log)
+    names, size = model.class_names, model.input_size
     k = min(top_k, len(names))
     results = []
     for start in range(0, len(images), BATCH_SIZE):
-        for probs in softmax(run(preprocess(images[start : start + BATCH_SIZE], size))):
+        for probs in softmax(model(preprocess(images[start : start + BATCH_SIZE], size))):
             order = np.argsort(-probs, kind="stable")[:k]
             results.append([(names[i], float(probs[i])) for i in order])
     return results
@@ -81,7 +56,7 @@ def predict(
 
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser("predict", "Top-k classes of image files, from a run or an export.")
-    p.add_argument("model", help="run directory, or export folder of simam_paddle.export")
+    cli.add_path(p, exports=True)
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
     cli.add_weights(p)
@@ -89,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def work() -> None:
-        results = predict(args.model, args.images, args.top_k, args.weights, args.onednn, args.threads,
+        results = predict(args.path, args.images, args.top_k, args.weights, args.onednn, args.threads,
                           log=lambda line: print(line, file=sys.stderr), program=args.program)
         for path, top in zip(args.images, results):
             print(f"{path}: " + ", ".join(f"{name} {prob:.4f}" for name, prob in top))

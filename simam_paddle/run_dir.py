@@ -1,4 +1,7 @@
-"""The run directory: what ``simam_paddle.train`` writes, and every tool reads, in ``train.output_dir``.
+"""The run directory: what ``simam_paddle.train`` writes, and every tool reads, in ``train.output_dir``:
+its layout (the file names below, a run's config, classes and model), its lifecycle (starting,
+refusing, replacing or resuming a run) and its checkpoints. Building a model from a config is
+``simam_paddle.models.from_config``; fine-tuning's load is ``simam_paddle.models.weights.load_pretrained``.
 
     RUN_DIR/config.yaml            the resolved config (without the one-off flags resume / overwrite)
     RUN_DIR/classes.json           the class names in label order (a JSON list), for predict, export, visualize
@@ -27,11 +30,13 @@ from pathlib import Path
 
 import paddle
 
-from .config import NON_COMPUTATIONAL, SCHEMA, ConfigError, defaults, load_config, save_config
+from .config import NON_COMPUTATIONAL, ConfigError, defaults, load_config, save_config
 from .data import class_names, classes_of
+from .errors import ArgumentError, CheckpointError, DataError, PathError
 from .io import LOCK_NAME, atomic_paddle_save, atomic_write_json, hold_lock, remove_temp_files
-from .models import MODELS, build_model, load_weights
-from .models.weights import read_state
+from .layers.messages import listed
+from .models import load_weights
+from .models.from_config import build_from_config
 
 CONFIG = "config.yaml"
 CLASSES = "classes.json"
@@ -57,10 +62,10 @@ def is_run_dir(path: str | Path) -> bool:
 
 
 def read_config_path(run_dir: str | Path) -> Path:
-    """The path of a run's saved config; a ConfigError when ``run_dir`` holds none."""
+    """The path of a run's saved config; a PathError when ``run_dir`` holds none."""
     path = Path(run_dir) / CONFIG
     if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory: {path} is missing (train one with python -m simam_paddle.train)")
+        raise PathError(f"{run_dir} is not a run directory: {path} is missing (train one with python -m simam_paddle.train)")
     return path
 
 
@@ -74,9 +79,17 @@ def save_run_config(config: dict, run_dir: Path) -> None:
     save_config(saved, run_dir / CONFIG)
 
 
+def read_json(path: Path):
+    """The JSON file a run or an export wrote; a PathError naming it when it is not valid JSON."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PathError(f"{path} is not valid JSON ({exc}); was it edited, or cut short by a full disk?") from None
+
+
 def read_history(run_dir: str | Path) -> dict | None:
     path = Path(run_dir) / HISTORY
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def run_state(run_dir: str | Path) -> str:
@@ -85,38 +98,6 @@ def run_state(run_dir: str | Path) -> str:
     if history is not None and history.get("finished"):
         return "finished"
     return "resumable" if (Path(run_dir) / CHECKPOINT).is_file() else "new"
-
-
-def model_options(config: dict) -> dict:
-    """The keyword arguments of ``build_model`` that the config's model section sets."""
-    model = config["model"]
-    accepted = MODELS[model["name"]].options
-    options = {"e_lambda": model["e_lambda"]} if "e_lambda" in accepted else {}
-    if "dropout" in accepted:
-        options["dropout"] = model["dropout"]
-    elif model["dropout"] != SCHEMA["model"]["dropout"].default:
-        raise ConfigError(f"model.dropout applies to AlexNet models only; {model['name']} has no dropout to set")
-    if "fast_conv" in accepted:
-        options["fast_conv"] = model["fast_conv"]
-    return options
-
-
-def check_image_size(config: dict) -> None:
-    """A model that takes one input size only (AlexNet: 128) refuses another ``data.image_size``."""
-    name, size = config["model"]["name"], config["data"]["image_size"]
-    needed = MODELS[name].input_size
-    if needed is not None and size != needed:
-        takes_any = ", ".join(n for n, spec in MODELS.items() if spec.input_size is None)
-        raise ConfigError(f"data.image_size={size}: {name} takes {needed}x{needed} images only; set data.image_size={needed}, "
-                          f"or choose a model that takes any size ({takes_any})")
-
-
-def build_run_model(config: dict) -> paddle.nn.Layer:
-    """The model a validated config describes (``model.num_classes`` resolved: see ``resolve_classes``)."""
-    check_image_size(config)
-    if config["model"]["num_classes"] is None:
-        raise ConfigError("model.num_classes is null: it is resolved from the data (resolve_classes) before a model is built")
-    return build_model(config["model"]["name"], num_classes=config["model"]["num_classes"], **model_options(config))
 
 
 # -- classes ---------------------------------------------------------------------------------------
@@ -129,14 +110,13 @@ def resolve_classes(config: dict) -> list[str]:
     try:
         classes = classes_of(config["data"]["root"])
     except (FileNotFoundError, ValueError) as exc:
-        raise ConfigError(f"data: {exc}") from exc
+        raise DataError(f"data: {exc}") from exc
     wanted = config["model"]["num_classes"]
     if wanted is None:
         config["model"]["num_classes"] = len(classes)
     elif wanted != len(classes):
-        listed = ", ".join(classes[:12]) + (f" and {len(classes) - 12} more" if len(classes) > 12 else "")
         raise ConfigError(f"model.num_classes={wanted}, but data.root {config['data']['root']} holds {len(classes)} "
-                          f"classes ({listed}); set model.num_classes={len(classes)}, or null to follow the data")
+                          f"classes ({listed(classes, 12)}); set model.num_classes={len(classes)}, or null to follow the data")
     return classes
 
 
@@ -155,34 +135,34 @@ def run_classes(run_dir: str | Path, config: dict) -> list[str]:
             try:
                 return classes_of(config["data"]["root"])
             except (FileNotFoundError, ValueError) as exc:
-                raise ConfigError(f"{run_dir} has no {CLASSES} and model.num_classes is null; its data.root does not "
+                raise PathError(f"{run_dir} has no {CLASSES} and model.num_classes is null; its data.root does not "
                                   f"tell the classes either: {exc}") from exc
         return class_names(wanted)
-    names = json.loads(path.read_text())
+    names = read_json(path)
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ConfigError(f"{path}: expected a JSON list of class names")
+        raise PathError(f"{path}: expected a JSON list of class names")
     if wanted is not None and len(names) != wanted:
-        raise ConfigError(f"{path} names {len(names)} classes, but the run's model.num_classes is {wanted}")
+        raise PathError(f"{path} names {len(names)} classes, but the run's model.num_classes is {wanted}")
     return names
 
 
 def load_run_model(run_dir: str | Path, weights: str = "best") -> tuple[paddle.nn.Layer, dict]:
     """The model of a run with its ``best`` or ``final`` weights (checked to fit), in eval mode, and the run's config."""
     if weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+        raise ArgumentError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     config = read_config(run_dir)
     if config["model"]["num_classes"] is None:
         config["model"]["num_classes"] = len(run_classes(run_dir, config))
     path = Path(run_dir) / WEIGHTS[weights]
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the run has no {weights} weights yet (has it finished an epoch?)")
-    model = build_run_model(config)
+    model = build_from_config(config)
     load_weights(model, path, model_name=config["model"]["name"])
     model.eval()
     return model, config
 
 
-# -- fine-tuning -----------------------------------------------------------------------------------
+# -- model.pretrained ------------------------------------------------------------------------------
 def pretrained_path(path: str | Path) -> Path:
     """The weights file that ``model.pretrained`` names: a file as it is, a run directory's best weights."""
     path = Path(path).expanduser()
@@ -194,32 +174,9 @@ def pretrained_path(path: str | Path) -> Path:
     return path
 
 
-def classifier_keys(model: paddle.nn.Layer) -> tuple[str, ...]:
-    """The state-dict keys of the model's classifier: its last Linear layer (fc.weight, fc.bias...)."""
-    name, layer = [(name, layer) for name, layer in model.named_sublayers() if isinstance(layer, paddle.nn.Linear)][-1]
-    return tuple(f"{name}.{key}" for key in layer.state_dict())
-
-
-def load_pretrained(model: paddle.nn.Layer, config: dict) -> str:
-    """Initialise ``model`` from ``model.pretrained``, strictly, except the classifier when its number of
-    classes differs (left as built); return what was done, for the log."""
-    path = pretrained_path(config["model"]["pretrained"])
-    name = config["model"]["name"]
-    head = classifier_keys(model)
-    state, _ = read_state(path)
-    own = model.state_dict()
-    new_head = [k for k in head if k in state and list(state[k].shape) != list(own[k].shape)]
-    load_weights(model, state, model_name=name, source=f"model.pretrained {path}", keep=tuple(new_head))
-    if not new_head:
-        return f"initialised from {path} (every parameter)"
-    theirs = list(state[head[0]].shape)[-1] if head[0] in state else "?"
-    return (f"initialised from {path}, except the classifier {', '.join(new_head)}, which starts new: the weights "
-            f"have {theirs} classes, the model {config['model']['num_classes']}")
-
-
 # -- starting a run --------------------------------------------------------------------------------
-def prepare(out: Path, config: dict) -> str:
-    """Make ``out`` ready for the run ``config`` asks for; return where it starts (as ``run_state``).
+def start_run(out: Path, config: dict) -> str:
+    """Make ``out`` ready to start (or resume) the run ``config`` asks for; return where it starts (as ``run_state``).
 
     It first takes the directory's lock for the rest of the process (``io.hold_lock``): a second
     process that prepares the same directory is refused, naming the holder, before it touches anything.
@@ -338,7 +295,7 @@ def resume_state(out: Path, config: dict, model, optimizer) -> dict:
     try:
         ckpt = paddle.load(str(path))
     except Exception as exc:  # a corrupt file is not expected (atomic writes), but say what failed
-        raise ConfigError(f"cannot read the checkpoint {path}: {exc}") from exc
+        raise CheckpointError(f"cannot read the checkpoint {path}: {exc}") from exc
     check_resumable(ckpt["state"]["config"], config, path)
     load_weights(model, ckpt["model"], model_name=config["model"]["name"], source=str(path))
     inverse = {v: k for k, v in _names(model).items()}

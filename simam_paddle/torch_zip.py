@@ -15,7 +15,8 @@ unpickler resolves only what a checkpoint of tensors needs, and refuses every ot
 The zip holds ``<name>/data.pkl`` (the pickle) and ``<name>/data/<key>`` (each storage's raw bytes,
 in the byte order of ``<name>/byteorder``, little-endian if absent). Tensors come back as C-contiguous
 numpy arrays with their shape and dtype (bfloat16 as float32, which holds every bfloat16 value).
-The legacy format of torch < 1.6 (not a zip) is refused with how to re-save it.
+The legacy format (not a zip: torch < 1.6, or ``_use_new_zipfile_serialization=False``) is refused with
+how to re-save it.
 """
 
 from __future__ import annotations
@@ -29,10 +30,7 @@ from typing import Any
 
 import numpy as np
 
-
-class CheckpointError(ValueError):
-    """A file that is not a PyTorch zip checkpoint of tensors and plain values; the message says why."""
-
+from .errors import CheckpointError
 
 # torch's typed storages by class name -> numpy dtype ("bfloat16": converted to float32 after reading)
 STORAGE_DTYPES = {
@@ -182,8 +180,10 @@ def read_torch_checkpoint(path: str | Path) -> Any:
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     if not zipfile.is_zipfile(path):
         head = path.read_bytes()[:2]
-        legacy = " (it looks like the legacy format of torch < 1.6: re-save it with a newer torch, " \
-                 "torch.save(torch.load(PATH), NEW_PATH))" if head[:1] == b"\x80" else ""
+        legacy = (" (it looks like torch's legacy format, written by torch < 1.6 or with "
+                  "_use_new_zipfile_serialization=False: re-save it in the zip format with torch >= 1.6, also on a "
+                  "machine without a GPU: torch.save(torch.load(PATH, map_location=\"cpu\"), NEW_PATH))"
+                  if head[:1] == b"\x80" else "")
         raise CheckpointError(f"{path} is not a PyTorch zip checkpoint{legacy}")
     with zipfile.ZipFile(path) as archive:
         pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]

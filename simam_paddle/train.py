@@ -14,10 +14,7 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 
 # isort: split
 
-import datetime
 import math
-import os
-import platform
 import random
 import signal
 import sys
@@ -29,74 +26,19 @@ import paddle
 import paddle.distributed as dist
 
 from . import fastconv, run_dir
-from .config import ConfigError, describe, load_config
+from .config import ConfigError, check_config, describe, load_config
 from .data import Mixup, build_loader, evenly_spaced_images, set_loader_epoch
 from .distributed import all_reduce_sum
-from .errors import Interrupted, TrainingDiverged
+from .errors import DataError, Interrupted, MissingDependency, TrainingDiverged
 from .evaluate import evaluate, model_throughput
-from .io import atomic_paddle_save, atomic_write_json, disk_full
-from .layers import SimAM, simam_kernel, threads
-from .layers.simam import resolve_backend
+from .io import atomic_paddle_save, atomic_write_json
 from .losses import LabelSmoothingCrossEntropy
-from .models import model_table, parameter_count
+from .models import model_table
+from .models.from_config import build_from_config
+from .models.weights import load_pretrained
+from .native import threads
 from .plots import plot_curves, plot_predictions
-
-
-def simam_implementation(model: paddle.nn.Layer) -> dict:
-    """Which SimAM implementation the model's layers run here ("kernel", "paddle", "plain", or "none"
-    for a model without SimAM), the kernel's threads, and why the kernel is unavailable if it is."""
-    layers = [layer for layer in model.sublayers() if isinstance(layer, SimAM)]
-    if not layers:
-        return {"implementation": "none"}
-    probe = paddle.zeros([1, 1, 2, 2], dtype=next(iter(model.parameters())).dtype)
-    status = simam_kernel.status()
-    return {"implementation": resolve_backend(probe, layers[0].backend), "kernel_threads": status["threads"],
-            "kernel_error": status["error"]}
-
-
-def environment(model: paddle.nn.Layer) -> dict:
-    """What the run ran on, recorded with its results."""
-    return {
-        "python": platform.python_version(),
-        "paddle": paddle.__version__,
-        "numpy": np.__version__,
-        "device": paddle.device.get_device(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "world_size": dist.get_world_size(),
-        "threads": threads.running(),
-        "simam": simam_implementation(model),
-        "conv": fastconv.implementation(model),
-    }
-
-
-class RunLog:
-    """Log lines to stdout and ``train.log`` (rank 0 only); a live progress line on a terminal."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self.file = open(path, "a") if path is not None else None
-        self.live = sys.stdout.isatty() and path is not None
-
-    def __call__(self, message: str) -> None:
-        if self.file is None:
-            return
-        line = f"[{datetime.datetime.now():%Y-%m-%d %H:%M:%S}] {message}"
-        print(("\r\033[K" if self.live else "") + line, flush=True)
-        try:
-            self.file.write(line + "\n")
-            self.file.flush()
-        except OSError as exc:
-            self.file = None  # the log is what cannot be written: stop writing it
-            raise disk_full(self.path, exc) or exc from None
-
-    def progress(self, message: str) -> None:
-        if self.live:
-            print("\r\033[K" + message, end="", flush=True)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
+from .run_record import RunLog, describe_conv, describe_simam, new_history, seconds, simam_implementation
 
 
 def check_environment(config: dict) -> None:
@@ -119,45 +61,8 @@ def check_environment(config: dict) -> None:
         try:
             import visualdl  # noqa: F401
         except ImportError:
-            raise ConfigError("train.visualdl=true needs VisualDL: pip install visualdl (or set train.visualdl=false)") from None
-
-
-def new_history(config: dict, model: paddle.nn.Layer, steps_per_epoch: int) -> dict:
-    return {
-        "model": config["model"]["name"],
-        "params": parameter_count(model),
-        "steps_per_epoch": steps_per_epoch,
-        "environment": environment(model),
-        "iter_loss": {"iter": [], "loss": [], "lr": []},
-        "epoch": {k: [] for k in ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
-                                  "epoch_time", "train_ips", "val_ips")},
-        "best": {"epoch": None, "val_acc": None},
-        "throughput": {},
-        "finished": False,
-    }
-
-
-def describe_simam(info: dict) -> str:
-    if info["implementation"] == "kernel":
-        return f"kernel (fused C++ CPU operator, {info['kernel_threads']} threads)"
-    if info["implementation"] == "none":
-        return "none (the model has no SimAM layer)"
-    why = f"; the kernel is unavailable: {info['kernel_error'].splitlines()[0]}" if info.get("kernel_error") else ""
-    return f"{info['implementation']} (Paddle operations{why})"
-
-
-def describe_conv(info: dict) -> str:
-    if info["implementation"] == "onednn":
-        precision = ", bfloat16 inputs" if info.get("bf16") else ""
-        return f"onednn (oneDNN {info['onednn']}, {info['threads']} threads, {info['layers']} layers{precision})"
-    if info["implementation"] == "none":
-        return "none (the model has no convolution)"
-    why = f"; oneDNN is unavailable: {info['error'].splitlines()[0]}" if info.get("error") else ""
-    return f"paddle (Paddle's own kernels{why})"
-
-
-def seconds(s: float) -> str:
-    return str(datetime.timedelta(seconds=int(s)))
+            raise MissingDependency("train.visualdl=true needs VisualDL: pip install visualdl "
+                                    "(or set train.visualdl=false)") from None
 
 
 class Trainer:
@@ -166,7 +71,7 @@ class Trainer:
     def __init__(self, config: dict):
         # Everything that can be checked is checked before the run directory is touched.
         check_environment(config)
-        threads.configure()  # every CPU operator of the step on the available cores (layers/threads.py)
+        threads.configure()  # every CPU operator of the step on the available cores (native/threads.py)
         self.config = config
         self.world, self.rank = dist.get_world_size(), dist.get_rank()
         if self.world > 1:
@@ -178,18 +83,21 @@ class Trainer:
         paddle.seed(self.seed)
         np.random.seed(self.seed)
         random.seed(self.seed)
-        run_dir.check_image_size(config)
+        check_config(config)  # a config assembled in code has not been through load_config's checks
         self.classes = run_dir.resolve_classes(config)  # sets a null model.num_classes from the data
         try:
             self.train_loader = build_loader(config, "train", distributed=self.world > 1)
             self.val_loader = build_loader(config, "val", distributed=self.world > 1)
-        except ValueError as exc:  # bad data (not an image, not CIFAR-10, too few images): a config problem
-            raise ConfigError(f"data: {exc}") from exc
-        self.model = run_dir.build_run_model(config)
+        except ValueError as exc:  # bad data (not an image, not CIFAR-10, too few images)
+            raise DataError(f"data: {exc}") from exc
+        self.model = build_from_config(config)
         if tc["precision"] == "bf16":
             fastconv.use_bfloat16(self.model)
         self.notes = []  # said once the log is open
-        pretrained = run_dir.load_pretrained(self.model, config) if config["model"]["pretrained"] else None
+        pretrained = None
+        if config["model"]["pretrained"]:
+            path = run_dir.pretrained_path(config["model"]["pretrained"])
+            pretrained = load_pretrained(self.model, path, config["model"]["name"], source=f"model.pretrained {path}")
         self.steps = len(self.train_loader)
         self.scheduler = paddle.optimizer.lr.CosineAnnealingDecay(tc["lr"], T_max=self.steps * tc["epochs"])
         self.optimizer = paddle.optimizer.Adam(learning_rate=self.scheduler, parameters=self.model.parameters(),
@@ -199,7 +107,7 @@ class Trainer:
         self.start_epoch, self.best_acc = 0, -1.0
         self.completed_epochs = 0  # the last epoch saved in the run directory
         if self.main:
-            self.start = run_dir.prepare(self.out, config)
+            self.start = run_dir.start_run(self.out, config)
         else:
             self.start = run_dir.run_state(self.out) if tc["resume"] else "new"
         if pretrained and self.start == "new":

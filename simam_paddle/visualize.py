@@ -1,15 +1,15 @@
 """Pictures of SimAM's attention: test images beside the weights that each SimAM layer gives them.
 
-    python -m simam_paddle.visualize RUN_DIR [--output PNG] [--num-images 6] [--weights best|final]
+    python -m simam_paddle.visualize PATH [--output DIR] [--num-images 6] [--weights best|final] [-o data.KEY=VALUE]
 
 The input x of every SimAM layer is collected with a forward pre-hook; its weight, sigmoid(e) with
-e = (x - mu)^2 / (4 (var + lambda)) + 0.5 (docs/recipe.md; ``simam_weight``), is averaged over the channels,
-upsampled to the image (bilinear) and laid over it: bright = weighted up = attended. The weights are
+e = (x - mu)^2 / (4 (var + lambda)) + 0.5 (docs/recipe.md; the library's ``simam_weight``), is averaged
+over the channels, upsampled to the image (bilinear) and laid over it: bright = weighted up = attended. The weights are
 at least sigmoid(0.5) ~= 0.62 everywhere and a channel average varies little, so each panel is
 coloured over its own range, printed under it. The images are the run's test images (real ones from
 an image-folder ``data.root``, else rendered; see ``data/samples.py``), each row titled with the model's
-prediction (and the true class where known). Written as a PNG (matplotlib, Agg), by default to
-``RUN_DIR/attention.png``, of exactly ``figure_pixels(images, layers)`` pixels.
+prediction (and the true class where known). Written as ``attention.png`` (matplotlib, Agg) into
+``--output`` (default: the run directory PATH), of exactly ``figure_pixels(images, layers)`` pixels.
 """
 
 from __future__ import annotations
@@ -26,10 +26,13 @@ import numpy as np
 import paddle
 from matplotlib.figure import Figure
 
+from .config import apply_overrides
 from .data import sample_images
 from .data.transforms import SIZE
+from .errors import ArgumentError
 from .io import atomic_savefig
 from .layers import SimAM
+from .layers.simam import simam_weight
 from .losses import softmax
 from .run_dir import ATTENTION, load_run_model, run_classes
 
@@ -39,27 +42,16 @@ DPI = 100
 OVERLAY_ALPHA = 0.55
 
 
-def simam_weight(x: np.ndarray, e_lambda: float) -> np.ndarray:
-    """SimAM's weight sigmoid(e) for x [B, C, H, W], in float64; a 1x1 map has variance 0, so e = 0.5."""
-    x = np.asarray(x, dtype=np.float64)
-    n = x.shape[2] * x.shape[3] - 1
-    d2 = (x - x.mean(axis=(2, 3), keepdims=True)) ** 2
-    var = d2.sum(axis=(2, 3), keepdims=True) / max(n, 1)  # n == 0: d2 is exactly 0, var = 0 as in the layer
-    e = d2 / (4 * (var + e_lambda)) + 0.5
-    return 1 / (1 + np.exp(-e))
-
-
 def attention_maps(model: paddle.nn.Layer, batch: np.ndarray) -> tuple[list[tuple[str, np.ndarray]], np.ndarray]:
     """Per SimAM layer (in call order) its name and channel-averaged weights [B, h, w]; and the logits."""
     layers = [(name, layer) for name, layer in model.named_sublayers() if isinstance(layer, SimAM)]
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no SimAM layer: there is no attention to show")
+        raise ArgumentError(f"{type(model).__name__} has no SimAM layer: there is no attention to show")
     names = {id(layer): name for name, layer in layers}
     seen: list[tuple[str, np.ndarray]] = []
 
     def record(layer, inputs):
-        x = inputs[0].numpy()
-        seen.append((names[id(layer)], simam_weight(x, layer.e_lambda).mean(axis=1)))
+        seen.append((names[id(layer)], simam_weight(inputs[0], layer.e_lambda).mean(axis=1).numpy()))
 
     hooks = [layer.register_forward_pre_hook(record) for _, layer in layers]
     try:
@@ -109,9 +101,12 @@ def draw(images: list[np.ndarray], maps: list[tuple[str, np.ndarray]], titles: l
     return fig
 
 
-def visualize(run_dir: str | Path, output: str | Path | None = None, num_images: int = 6, weights: str = "best") -> Path:
-    """Write the attention figure of a run; returns its path."""
+def visualize(run_dir: str | Path, output: str | Path | None = None, num_images: int = 6, weights: str = "best",
+              overrides: list[str] | tuple[str, ...] = ()) -> Path:
+    """Write the attention figure of a run as ``attention.png`` into the folder ``output`` (default: the
+    run directory); return its path. ``overrides``: ``data.KEY=VALUE`` for the test images."""
     model, config = load_run_model(run_dir, weights)
+    apply_overrides(config, overrides)
     samples = sample_images(config, num_images)
     maps, logits = attention_maps(model, samples.batch())
     names = run_classes(run_dir, config)
@@ -120,7 +115,8 @@ def visualize(run_dir: str | Path, output: str | Path | None = None, num_images:
     for label, p in zip(samples.labels, probs):
         guess = f"pred: {names[int(p.argmax())]} {p.max():.2f}"
         titles.append(guess if label is None else f"true: {names[label]}\n{guess}")
-    output = Path(output) if output is not None else Path(run_dir) / ATTENTION
+    output = Path(output if output is not None else run_dir) / ATTENTION
+    output.parent.mkdir(parents=True, exist_ok=True)
     atomic_savefig(draw(samples.images, maps, titles), output, dpi=DPI)
     print(f"wrote {output}: {len(samples.images)} images ({samples.source}) x {len(maps)} SimAM layers")
     return output
@@ -128,12 +124,19 @@ def visualize(run_dir: str | Path, output: str | Path | None = None, num_images:
 
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser("visualize", "Test images beside the attention weights of each SimAM layer, as a PNG.")
-    p.add_argument("run_dir", help="run directory of a model with SimAM layers")
-    p.add_argument("--output", default=None, help="PNG file to write (default: RUN_DIR/attention.png)")
+    cli.add_path(p)
+    cli.add_output(p, f"{ATTENTION} (a PNG)", "PATH")
     p.add_argument("--num-images", type=int, default=6, help="number of test images, one per row (default: 6)")
     cli.add_weights(p)
+    cli.add_overrides(p, "a data key of the run, for the test images")
+
     args = p.parse_args(argv)
-    return cli.run(lambda: visualize(args.run_dir, args.output, args.num_images, args.weights) and None)
+
+    def work() -> None:
+        overrides = cli.overrides(args.override, "visualize", ("data",), "the model is shown as it was trained")
+        visualize(args.path, args.output, args.num_images, args.weights, overrides)
+
+    return cli.run(work)
 
 
 if __name__ == "__main__":

@@ -31,11 +31,19 @@ import paddle
 import pytest
 
 from simam_paddle.config import load_config, save_config
-from simam_paddle.run_dir import build_run_model, resolve_classes, save_classes
+from simam_paddle.models.from_config import build_from_config
+from simam_paddle.run_dir import resolve_classes, save_classes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SIMAM_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 CIFAR10_JPEG = SHARED_DATA / "cifar10-jpeg"
+
+
+def require_cifar10_jpeg() -> Path:
+    """The real CIFAR-10 image-folder copy (read-only); skips the test, saying so, when it is not on this machine."""
+    if not (CIFAR10_JPEG / "train").is_dir():
+        pytest.skip(f"real CIFAR-10 copy not found at {CIFAR10_JPEG} (set SIMAM_DATA_DIR to the folder holding cifar10-jpeg/)")
+    return CIFAR10_JPEG
 
 
 def reference_simam(x: np.ndarray, lam: float) -> np.ndarray:
@@ -69,7 +77,7 @@ def paddle_inference(prefix: str | Path, x: np.ndarray, onednn: bool = True, thr
 def unbuildable(monkeypatch, module, message: str = "no C++ compiler found (simulated)") -> None:
     """``module.LIBRARY`` (an ``OperatorLibrary``) as a fresh process on a machine where its build fails
     with ``message`` sees it; ``$SIMAM_PADDLE_REQUIRE_KERNEL`` unset."""
-    from simam_paddle.layers.custom_ops import REQUIRE_ENV
+    from simam_paddle.native import REQUIRE_ENV
 
     def fail():
         raise RuntimeError(message)
@@ -203,7 +211,7 @@ def make_run_dir(path: Path, *overrides: str, seed: int = 0, weights: tuple[str,
     save_config(config, path / "config.yaml")
     save_classes(path, classes)
     paddle.seed(seed)
-    model = build_run_model(config)
+    model = build_from_config(config)
     for name in weights:
         paddle.save(model.state_dict(), str(path / f"{name}_model.pdparams"))
     return path

@@ -96,7 +96,7 @@ def test_incompatible_unfinished_and_duplicate_runs_are_flagged(runs, tmp_path):
 
 def test_throughput_is_measured_side_by_side(tmp_path):
     runs = [make_run(tmp_path, m, 1, RUNS[(m, 1)], weights=True) for m in ("alexnet", "alexnet_simam")]
-    models = compare(runs, tmp_path / "out", repeats=2)["models"]
+    models = compare(runs, tmp_path / "out", rounds=2)["models"]
     assert models["alexnet"]["model_only_ips"] > 0 and models["alexnet_simam"]["model_only_ips"] > 0
     expected = 100 * (models["alexnet"]["model_only_ips"] / models["alexnet_simam"]["model_only_ips"] - 1)
     assert models["alexnet_simam"]["simam_overhead_pct"] == pytest.approx(expected)

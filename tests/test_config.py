@@ -118,3 +118,13 @@ def test_print_config_shows_resolved_values_with_comments():
     assert proc.returncode == 0, proc.stderr
     assert "  epochs: 7  # number of epochs" in proc.stdout
     assert "  name: alexnet  # model to train" in proc.stdout
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.name=resnet18", "model.dropout=0.3"], r"model.dropout applies to AlexNet models only; resnet18 has no dropout"),
+    (["model.name=alexnet", "data.image_size=64"], r"data.image_size=64: alexnet takes 128x128 images only"),
+])
+def test_keys_that_contradict_each_other_are_refused_when_the_config_is_read(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+    assert load_config(None, overrides[:1])["model"]["name"] == overrides[0].split("=")[1]  # each key alone is fine

@@ -1,18 +1,26 @@
 """The PyTorch checkpoint reader and the converter of the official SimAM models.
 
 Against PyTorch itself where it is installed (a test-only reference: pip install "torch==2.13.0+cpu";
-CI installs it): SimAM ResNet-18 and MobileNetV2 are written below in PyTorch with the official
-placement and layer names, given random weights and BatchNorm statistics, saved with torch.save as a
-training script does (a state_dict wrapper, DataParallel's module. prefix), converted, and their
-eval-mode logits compared with the Paddle models'. The reader's refusals are also tested on
-checkpoints built here byte by byte, without PyTorch.
+CI installs it), always in a process of its own (``torch_reference.py``: PyTorch and Paddle bring
+their own OpenMP runtimes, and this process never imports torch): the official SimAM ResNet-18/34/50/
+101/152 and MobileNetV2, written in plain PyTorch with the official placement and layer names, get
+random weights and BatchNorm statistics and are saved as the official training script saves them
+(thop's counters on every module, DataParallel's module. prefix, SGD's momentum buffers, the best
+accuracy as a tensor, storages tagged cuda:0); they are converted here and their eval-mode logits
+compared with the Paddle models'. The reader's refusals are also tested on checkpoints built here
+byte by byte, without PyTorch.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
 import struct
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -20,13 +28,35 @@ import pytest
 from helpers import run_tool, run_train, write_learnable_image_folder
 
 from simam_paddle import build_model
-from simam_paddle.convert import convert
+from simam_paddle.convert import convert, main
 from simam_paddle.torch_zip import CheckpointError, read_torch_checkpoint
 
 needs_torch = pytest.mark.skipif(
     importlib.util.find_spec("torch") is None,
     reason='PyTorch, the reference of these tests, is not installed (pip install "torch==2.13.0+cpu"; CI installs it)',
 )
+REFERENCE = Path(__file__).with_name("torch_reference.py")
+
+
+@pytest.fixture(autouse=True)
+def _torch_stays_out():
+    """PyTorch runs only in torch_reference.py's processes, never beside Paddle in this one."""
+    yield
+    assert "torch" not in sys.modules, "torch was imported into the test process: run it through torch_reference()"
+
+
+def run_torch(*args) -> subprocess.CompletedProcess:
+    """``python ARGS`` in a process of its own (where PyTorch runs), from this folder."""
+    proc = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=600,
+                          cwd=REFERENCE.parent)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} exited {proc.returncode}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def torch_reference(*args) -> dict:
+    """Run ``torch_reference.py ARGS`` and return the summary it prints."""
+    return json.loads(run_torch(REFERENCE, *args).stdout.strip().splitlines()[-1])
 
 
 # -- checkpoints byte by byte (pickle protocol 2, as torch.save writes them) ------------------------
@@ -81,8 +111,8 @@ def test_a_pickled_callable_is_refused_and_never_called(tmp_path):
                                               r"untrusted input"):
         read_torch_checkpoint(path)
     assert not marker.exists()
-    proc = run_tool("convert", path, "--model", "resnet18_simam", "--output", tmp_path / "out.pdparams", check=False)
-    assert proc.returncode == 2 and "os.system" in proc.stderr and not (tmp_path / "out.pdparams").exists()
+    proc = run_tool("convert", path, "--model", "resnet18_simam", "--output", tmp_path / "out", check=False)
+    assert proc.returncode == 2 and "os.system" in proc.stderr and not (tmp_path / "out").exists()
 
 
 def test_a_storage_shorter_than_its_tensor_is_refused(tmp_path):
@@ -95,7 +125,8 @@ def test_a_storage_shorter_than_its_tensor_is_refused(tmp_path):
 def test_what_is_not_a_zip_checkpoint_is_refused(tmp_path):
     legacy = tmp_path / "legacy.pth"
     legacy.write_bytes(b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.")  # the magic number torch < 1.6 starts with
-    with pytest.raises(CheckpointError, match="not a PyTorch zip checkpoint .*legacy format of torch < 1.6"):
+    with pytest.raises(CheckpointError, match=r"not a PyTorch zip checkpoint .*legacy format, written by torch < 1\.6 "
+                                              r".*torch\.save\(torch\.load\(PATH, map_location=\"cpu\"\), NEW_PATH\)"):
         read_torch_checkpoint(legacy)
     other = tmp_path / "other.zip"
     with zipfile.ZipFile(other, "w") as archive:
@@ -104,213 +135,163 @@ def test_what_is_not_a_zip_checkpoint_is_refused(tmp_path):
         read_torch_checkpoint(other)
 
 
-# -- PyTorch as the reference ------------------------------------------------------------------------
-def torch_models():
-    """SimAM ResNet-18 and MobileNetV2 in PyTorch, with the official code's placement and layer names."""
-    import torch
-    from torch import nn
-
-    class SimAM(nn.Module):  # the official module
-        def __init__(self, e_lambda):
-            super().__init__()
-            self.e_lambda = e_lambda
-
-        def forward(self, x):
-            n = x.shape[2] * x.shape[3] - 1
-            d = (x - x.mean(dim=[2, 3], keepdim=True)).pow(2)
-            return x * torch.sigmoid(d / (4 * (d.sum(dim=[2, 3], keepdim=True) / n + self.e_lambda)) + 0.5)
-
-    def conv3x3(cin, cout, stride=1, groups=1):
-        return nn.Conv2d(cin, cout, 3, stride, 1, groups=groups, bias=False)
-
-    class BasicBlock(nn.Module):
-        def __init__(self, cin, cout, stride, lam):
-            super().__init__()
-            self.conv1, self.bn1, self.relu = conv3x3(cin, cout, stride), nn.BatchNorm2d(cout), nn.ReLU()
-            self.conv2 = nn.Sequential(conv3x3(cout, cout), SimAM(lam))  # SimAM after the 3x3 conv, before bn2
-            self.bn2 = nn.BatchNorm2d(cout)
-            self.downsample = None
-            if stride != 1 or cin != cout:
-                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-            return self.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-    class ResNet18(nn.Module):
-        def __init__(self, lam, num_classes=1000):
-            super().__init__()
-            self.conv1, self.bn1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64)
-            self.relu, self.maxpool = nn.ReLU(), nn.MaxPool2d(3, 2, 1)
-            widths, cin = (64, 128, 256, 512), 64
-            for k, width in enumerate(widths, start=1):
-                stride = 1 if k == 1 else 2
-                setattr(self, f"layer{k}", nn.Sequential(BasicBlock(cin, width, stride, lam), BasicBlock(width, width, 1, lam)))
-                cin = width
-            self.fc = nn.Linear(512, num_classes)
-
-        def forward(self, x):
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
-
-    def conv_bn_relu(cin, cout, kernel=3, stride=1, groups=1, lam=None):
-        layers = [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False)]
-        layers += [SimAM(lam)] if lam is not None else []  # after the depthwise conv, before its BN
-        return nn.Sequential(*layers, nn.BatchNorm2d(cout), nn.ReLU6())
-
-    class InvertedResidual(nn.Module):
-        def __init__(self, cin, cout, stride, expand, lam):
-            super().__init__()
-            hidden = cin * expand
-            self.use_res = stride == 1 and cin == cout
-            layers = [conv_bn_relu(cin, hidden, kernel=1)] if expand != 1 else []
-            layers += [conv_bn_relu(hidden, hidden, stride=stride, groups=hidden, lam=lam),
-                       nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
-            self.conv = nn.Sequential(*layers)
-
-        def forward(self, x):
-            return x + self.conv(x) if self.use_res else self.conv(x)
-
-    class MobileNetV2(nn.Module):
-        def __init__(self, lam, num_classes=1000):
-            super().__init__()
-            features, cin = [conv_bn_relu(3, 32, stride=2)], 32
-            for t, c, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                               (6, 160, 3, 2), (6, 320, 1, 1)):
-                for i in range(n):
-                    features.append(InvertedResidual(cin, c, s if i == 0 else 1, t, lam))
-                    cin = c
-            features.append(conv_bn_relu(cin, 1280, kernel=1))
-            self.features = nn.Sequential(*features)
-            self.classifier = nn.Sequential(nn.Linear(1280, num_classes))  # the official head: no dropout
-
-        def forward(self, x):
-            x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
-            return self.classifier(torch.flatten(x, 1))
-
-    return {"resnet18_simam": ResNet18, "mobilenet_v2_simam": MobileNetV2}
+# -- PyTorch as the reference, in its own process ----------------------------------------------------
+def counted_keys(keys: list[str]) -> int:
+    return sum(k.rsplit(".", 1)[-1] in ("total_ops", "total_params") for k in keys)
 
 
-def randomised(model):
-    """Random weights and random BatchNorm statistics, in eval mode."""
-    import torch
+def check_official_layout(path: Path, summary: dict, name: str) -> None:
+    """The checkpoint at ``path`` of the model ``name`` is what the official script writes on a GPU, seen
+    from outside the converter."""
+    assert summary["keys"] == ["arch", "best_acc", "epoch", "optimizer", "state_dict"]
+    assert all(k.startswith("module.") for k in summary["state_keys"])
+    simam, head = ("features.2.conv.1.1", "classifier.0") if name.startswith("mobilenet") else ("layer1.0.conv2.1", "fc")
+    for module in ("", f"{simam}.", f"{simam}.activaton.", f"{head}."):  # the model, a SimAM, its Sigmoid, the head
+        assert f"module.{module}total_ops" in summary["state_keys"] and f"module.{module}total_params" in summary["state_keys"]
+    assert counted_keys(summary["state_keys"]) == summary["counters"] > 100
+    assert "CUDA" in summary["plain_load"]  # torch itself loads it on this machine only with map_location
+    loaded = read_torch_checkpoint(path)
+    momentum = loaded["optimizer"]["state"]
+    assert len(momentum) == len(loaded["optimizer"]["param_groups"][0]["params"]) > 50
+    assert all(entry["momentum_buffer"].dtype == np.float32 for entry in momentum.values())
+    assert loaded["best_acc"].shape == (1,) and loaded["state_dict"]["module.total_ops"].dtype == np.float64
 
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5, generator=generator)
-                module.bias.normal_(0, 0.1, generator=generator)
-                module.running_mean.normal_(0, 0.2, generator=generator)
-                module.running_var.uniform_(0.5, 2.0, generator=generator)
-            elif isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
-                fan_in = module.weight[0].numel()
-                module.weight.normal_(0, (2 / fan_in) ** 0.5, generator=generator)
-                if module.bias is not None:
-                    module.bias.normal_(0, 0.1, generator=generator)
-    return model.eval()
+
+def paddle_logits(name: str, classes: int, weights: Path, x: np.ndarray) -> np.ndarray:
+    model = build_model(name, num_classes=classes, e_lambda=0.1)
+    model.set_state_dict(paddle.load(str(weights)))
+    model.eval()
+    with paddle.no_grad():
+        return model(paddle.to_tensor(x)).numpy()
 
 
 @needs_torch
-@pytest.mark.parametrize("name, classes", [("resnet18_simam", 1000), ("mobilenet_v2_simam", 1000), ("resnet18_simam", 7)])
-def test_converted_official_models_give_pytorchs_logits(name, classes, tmp_path):
-    import torch
-
-    torch.manual_seed(0)
-    model = randomised(torch_models()[name](0.1, num_classes=classes))
-    state = {f"module.{k}": v for k, v in model.state_dict().items()}  # saved from a DataParallel model
-    torch.save({"epoch": 90, "arch": name, "state_dict": state, "best_prec1": torch.tensor(71.3)}, tmp_path / "ckpt.pth.tar")
-    done = convert(tmp_path / "ckpt.pth.tar", name, tmp_path / "out.pdparams")
-    assert done["num_classes"] == classes
-    paddle_model = build_model(name, num_classes=classes, e_lambda=0.1)
-    paddle_model.set_state_dict(paddle.load(str(tmp_path / "out.pdparams")))
-    paddle_model.eval()
-    x = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
-    with torch.no_grad():
-        want = model(torch.from_numpy(x)).numpy()
-    with paddle.no_grad():
-        got = paddle_model(paddle.to_tensor(x)).numpy()
+@pytest.mark.parametrize("name, classes, size", [
+    ("resnet18_simam", 1000, 224), ("resnet34_simam", 1000, 96), ("resnet50_simam", 1000, 128),
+    ("resnet101_simam", 1000, 64), ("resnet152_simam", 1000, 64), ("mobilenet_v2_simam", 1000, 224),
+    ("resnet18_simam", 7, 64),
+])
+def test_official_checkpoints_convert_to_pytorchs_logits(name, classes, size, tmp_path):
+    x = np.random.default_rng(1).standard_normal((2, 3, size, size)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    ckpt = tmp_path / "checkpoint.pth.tar"
+    summary = torch_reference("save", name, "--classes", classes, "--output", ckpt, "--input", tmp_path / "x.npy",
+                              "--logits", tmp_path / "want.npy")
+    check_official_layout(ckpt, summary, name)
+    done = convert(ckpt, name, tmp_path / "out")  # --output is a folder: out/NAME.pdparams
+    assert done["output"] == str(tmp_path / "out" / f"{name}.pdparams")
+    assert done["num_classes"] == classes and done["dropped"] == summary["counters"]
+    want = np.load(tmp_path / "want.npy")
+    got = paddle_logits(name, classes, done["output"], x)
     assert np.abs(want).max() > 1  # logits that carry the weights, not a constant
     relative = np.abs(got - want).max() / np.abs(want).max()
     assert relative <= 1e-5, f"max |difference| / max |logit| = {relative:.2e}"
 
 
 @needs_torch
-def test_the_command_line_converts_and_refuses_a_checkpoint_of_another_model(tmp_path):
-    import torch
-
-    model = torch_models()["resnet18_simam"](0.1, num_classes=10)
-    torch.save(model.state_dict(), tmp_path / "r18.pth")
-    out = tmp_path / "r18.pdparams"
-    proc = run_tool("convert", tmp_path / "r18.pth", "--model", "resnet18_simam", "--output", out)
-    assert "10 classes" in proc.stdout and "model.pretrained" in proc.stdout
+def test_the_command_line_converts_and_refuses_a_checkpoint_of_another_model(tmp_path, capsys):
+    torch_reference("save", "resnet18_simam", "--classes", 10, "--layout", "bare", "--output", tmp_path / "r18.pth",
+                    "--weights", tmp_path / "r18.npz")
+    want = np.load(tmp_path / "r18.npz")
+    out = tmp_path / "resnet18_simam.pdparams"
+    proc = run_tool("convert", tmp_path / "r18.pth", "--model", "resnet18_simam", "--output", tmp_path)
+    assert "10 classes" in proc.stdout and "model.pretrained" in proc.stdout and "dropped" not in proc.stdout
     weights = paddle.load(str(out))
-    np.testing.assert_array_equal(weights["fc.weight"].numpy(), model.fc.weight.detach().numpy().T)
-    np.testing.assert_array_equal(weights["layer1.0.conv2.weight"].numpy(), model.layer1[0].conv2[0].weight.detach().numpy())
-    np.testing.assert_array_equal(weights["bn1._variance"].numpy(), model.bn1.running_var.numpy())
-    again = run_tool("convert", tmp_path / "r18.pth", "--model", "resnet18_simam", "--output", out, check=False)
-    assert again.returncode == 2 and "already exists" in again.stderr
-    wrong = run_tool("convert", tmp_path / "r18.pth", "--model", "resnet34_simam", "--output", tmp_path / "x.pdparams",
-                     check=False)
-    assert wrong.returncode == 2 and "does not fit resnet34_simam" in wrong.stderr
-    assert "missing (Paddle names): layer1.2.bn1._mean" in wrong.stderr
-    assert not (tmp_path / "x.pdparams").exists()
-    state = model.state_dict()
-    state["layer2.0.conv2.0.weight"] = torch.zeros(128, 128, 1, 1)
-    del state["layer4.1.bn2.running_var"]
-    torch.save(state, tmp_path / "broken.pth")
+    np.testing.assert_array_equal(weights["fc.weight"].numpy(), want["fc.weight"].T)
+    np.testing.assert_array_equal(weights["layer1.0.conv2.weight"].numpy(), want["layer1.0.conv2.0.weight"])
+    np.testing.assert_array_equal(weights["bn1._variance"].numpy(), want["bn1.running_var"])
+    capsys.readouterr()
+    assert main([str(tmp_path / "r18.pth"), "--model", "resnet18_simam", "--output", str(tmp_path)]) == 2  # in this process
+    assert "already exists" in capsys.readouterr().err
+    assert main([str(tmp_path / "r18.pth"), "--model", "resnet34_simam", "--output", str(tmp_path / "x")]) == 2
+    wrong = capsys.readouterr().err
+    assert "does not fit resnet34_simam" in wrong and "missing (Paddle names): layer1.2.bn1._mean" in wrong
+    assert "It holds the weights of resnet18_simam: pass --model resnet18_simam" in wrong
+    assert not (tmp_path / "x").exists()
+    torch_reference("save", "resnet18_simam", "--classes", 10, "--layout", "bare", "--output", tmp_path / "broken.pth",
+                    "--reshape", "layer2.0.conv2.0.weight=128,128,1,1", "--drop", "layer4.1.bn2.running_var")
     with pytest.raises(CheckpointError) as err:
-        convert(tmp_path / "broken.pth", "resnet18_simam", tmp_path / "y.pdparams")
+        convert(tmp_path / "broken.pth", "resnet18_simam", tmp_path / "y")
     message = str(err.value)
+    assert "does not fit resnet18_simam" in message and "nor any other model this converter knows. Check --model" in message
     assert "missing (Paddle names): layer4.1.bn2._variance" in message
     assert "layer2.0.conv2.0.weight [128, 128, 1, 1]" in message and "[128, 128, 3, 3]" in message
 
 
 @needs_torch
+def test_counters_are_dropped_and_counted_and_other_extra_tensors_refused_by_name(tmp_path, capsys):
+    ckpt = tmp_path / "official.pth.tar"
+    # thop run once more on the DataParallel wrapper: its counters carry no module. prefix
+    summary = torch_reference("save", "resnet18_simam", "--classes", 10, "--output", ckpt,
+                              "--extra", "total_ops=1", "--extra", "total_params=1")
+    assert summary["counters"] == 184  # 92 modules: the issue's official ResNet-18 showed 6 counters "and 178 more"
+    capsys.readouterr()
+    assert main([str(ckpt), "--model", "resnet18_simam", "--output", str(tmp_path / "r18")]) == 0
+    assert "dropped 186 profiling counters (thop's total_ops / total_params buffers)" in capsys.readouterr().out
+    extra = tmp_path / "extra.pth.tar"
+    torch_reference("save", "resnet18_simam", "--classes", 10, "--output", extra,
+                    "--extra", "module.layer1.0.conv2.1.scale=64", "--extra", "module.conv1.total_ops=64")
+    assert main([str(extra), "--model", "resnet18_simam", "--output", str(tmp_path / "x")]) == 2
+    refused = capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    assert ("holds every weight of resnet18_simam, and tensors beside them that are no weights of it "
+            "(unexpected: conv1.total_ops, layer1.0.conv2.1.scale)") in refused  # a counter holds one number
+    assert "does not fit" not in refused and "--model" not in refused
+
+
+@needs_torch
+def test_the_checkpoint_of_a_deeper_network_is_told_apart_from_extra_tensors(tmp_path):
+    deeper = tmp_path / "r34.pth.tar"
+    torch_reference("save", "resnet34_simam", "--classes", 10, "--output", deeper)
+    with pytest.raises(CheckpointError) as err:  # every resnet18 weight is in it, with more blocks beside them
+        convert(deeper, "resnet18_simam", tmp_path / "y")
+    assert re.search(r"does not fit resnet18_simam \(unexpected: layer1\.2\.bn1\.bias, .*\)\. It holds the weights of "
+                     r"resnet34_simam: pass --model resnet34_simam$", str(err.value))
+
+
+@needs_torch
+def test_a_legacy_checkpoint_saved_on_a_gpu_converts_after_the_resave_the_message_gives(tmp_path):
+    legacy = tmp_path / "legacy.pth.tar"
+    summary = torch_reference("save", "resnet18_simam", "--classes", 10, "--legacy", "--output", legacy)
+    assert "CUDA" in summary["plain_load"]
+    with pytest.raises(CheckpointError) as err:
+        convert(legacy, "resnet18_simam", tmp_path / "r18")
+    command = re.search(r"(torch\.save\(torch\.load\(PATH.*NEW_PATH\))\)$", str(err.value)).group(1)
+    resaved = tmp_path / "resaved.pth.tar"
+    command = command.replace("NEW_PATH", repr(str(resaved))).replace("PATH", repr(str(legacy)))
+    run_torch("-c", f"import torch; {command}")
+    assert convert(resaved, "resnet18_simam", tmp_path / "r18")["dropped"] == summary["counters"]
+
+
+@needs_torch
 def test_a_checkpoint_with_an_object_of_another_kind_is_refused(tmp_path):
-    import argparse
-
-    import torch
-
-    model = torch_models()["resnet18_simam"](0.1, num_classes=10)
-    torch.save({"state_dict": model.state_dict(), "args": argparse.Namespace(lr=0.1)}, tmp_path / "with_args.pth")
+    torch_reference("save", "resnet18_simam", "--classes", 10, "--layout", "bare", "--object",
+                    "--output", tmp_path / "with_args.pth")
     with pytest.raises(CheckpointError, match=r"pickled argparse\.Namespace, which this reader refuses"):
-        convert(tmp_path / "with_args.pth", "resnet18_simam", tmp_path / "z.pdparams")
+        convert(tmp_path / "with_args.pth", "resnet18_simam", tmp_path / "z")
 
 
 @needs_torch
 def test_tensors_of_every_dtype_and_layout_read_as_pytorch_holds_them(tmp_path):
-    import torch
-
-    base = torch.arange(24, dtype=torch.float64).reshape(4, 6)
-    tensors = {
-        "float32": base.float(), "float64": base, "float16": base.half(), "int64": base.long(), "int32": base.int(),
-        "int16": base.short(), "int8": base.char(), "uint8": base.byte(), "bool": base > 7,
-        "bfloat16": (base / 7).bfloat16(), "transposed": base.float().t(), "sliced": base.float()[1:, 2:5],
-        "shared": base.float()[2], "scalar": torch.tensor(3.5),
-    }
-    torch.save({"tensors": tensors, "nested": [1, 2.5, "x", b"raw", (3, None)]}, tmp_path / "all.pth")
+    torch_reference("dtypes", "--output", tmp_path / "all.pth", "--expected", tmp_path / "want.npz")
     got = read_torch_checkpoint(tmp_path / "all.pth")
-    for key, tensor in tensors.items():
-        want = tensor.float().numpy() if tensor.dtype == torch.bfloat16 else tensor.numpy()
-        np.testing.assert_array_equal(got["tensors"][key], want, err_msg=key)
-        assert got["tensors"][key].dtype == want.dtype, key
+    want = np.load(tmp_path / "want.npz")
+    assert sorted(got["tensors"]) == sorted(want.files)
+    for key in want.files:
+        np.testing.assert_array_equal(got["tensors"][key], want[key], err_msg=key)
+        assert got["tensors"][key].dtype == want[key].dtype, key
     assert got["nested"] == [1, 2.5, "x", b"raw", (3, None)]
 
 
 @needs_torch
 @pytest.mark.integration
 def test_a_converted_checkpoint_fine_tunes_on_an_image_folder(tmp_path):
-    import torch
-
-    model = randomised(torch_models()["resnet18_simam"](0.1, num_classes=1000))
-    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "official.pth.tar")
-    run_tool("convert", tmp_path / "official.pth.tar", "--model", "resnet18_simam", "--output", tmp_path / "r18.pdparams")
+    torch_reference("save", "resnet18_simam", "--output", tmp_path / "official.pth.tar")
+    run_tool("convert", tmp_path / "official.pth.tar", "--model", "resnet18_simam", "--output", tmp_path)
     root = write_learnable_image_folder(tmp_path / "data", 4, 2, classes=["cat", "dog", "fox"], val_folder="val")
     out = tmp_path / "run"
     run_train("-o", "model.name=resnet18_simam", "-o", "model.e_lambda=0.1",
-              "-o", f"model.pretrained={tmp_path / 'r18.pdparams'}", "-o", "data.image_size=32",
+              "-o", f"model.pretrained={tmp_path / 'resnet18_simam.pdparams'}", "-o", "data.image_size=32",
               "-o", f"data.root={root}", "-o", f"train.output_dir={out}", "-o", "data.batch_size=4",
               "-o", "data.num_workers=0", "-o", "train.epochs=1", "-o", "train.throughput_batches=1")
     log = (out / "train.log").read_text()

@@ -25,10 +25,10 @@ def figures(text: str) -> tuple[float, float]:
 
 @pytest.mark.parametrize("fmt", ["paddle", pytest.param("onnx", marks=needs_onnx)])
 def test_an_export_evaluates_like_its_run(run_dir, fmt, capsys):
-    assert main([str(run_dir), "--batches", "1"]) == 0
+    assert main([str(run_dir), "--rounds", "1"]) == 0
     from_run = capsys.readouterr().out
     export(run_dir, fmt, num_images=2, log=lambda _: None)
-    assert main([str(run_dir / "export" / fmt), "--batches", "1", "--threads", "1"]) == 0
+    assert main([str(run_dir / "export" / fmt), "--rounds", "1", "--threads", "1"]) == 0
     from_export = capsys.readouterr().out
     assert "on 40 test images" in from_run and "on 40 test images" in from_export
     engine = ("paddle.inference, oneDNN on, 1 thread, model_simam_op.json (SimAM operator)" if fmt == "paddle"
@@ -46,6 +46,15 @@ def test_an_export_whose_run_is_gone_takes_the_data_from_the_command_line(run_di
     for name in list(run_dir.iterdir()):
         if name.is_file():
             name.unlink()
-    assert main([str(moved), "--batches", "1", "-o", f"data.root={data}", "-o", "data.batch_size=8",
+    assert main([str(moved), "--rounds", "1", "-o", f"data.root={data}", "-o", "data.batch_size=8",
                  "-o", "data.num_workers=0"]) == 0
     assert "on 40 test images" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.e_lambda=0.1", "evaluate uses only data, loss from -o; model.e_lambda would be ignored"),
+    ("train.epochs=3", "train.epochs would be ignored"),
+])
+def test_keys_that_evaluate_would_ignore_are_refused(run_dir, override, message, capsys):
+    assert main([str(run_dir), "--rounds", "1", "-o", override]) == 2
+    assert message in capsys.readouterr().err

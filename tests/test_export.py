@@ -15,8 +15,9 @@ from helpers import REPO_ROOT, make_run_dir, needs_onnx, run_tool
 
 from simam_paddle import export as export_module
 from simam_paddle.data import sample_images
-from simam_paddle.export import TOLERANCE, load_exported, main
+from simam_paddle.export import TOLERANCE, main
 from simam_paddle.run_dir import load_run_model
+from simam_paddle.runner import Runner, open_model
 
 
 @pytest.fixture
@@ -32,7 +33,8 @@ def independent_check(run_dir, folder, count=5, programs=("auto",)):
     with paddle.no_grad():
         expected = model(paddle.to_tensor(batch)).numpy()
     for program in programs:
-        run, meta = load_exported(folder, program=program)
+        run = open_model(folder, program=program)
+        meta = run.meta
         for got, want in ((run(batch), expected), (run(batch[2:3]), expected[2:3])):
             assert got.shape == want.shape
             diff = np.abs(got - want).max()
@@ -93,9 +95,19 @@ def test_existing_export_is_not_overwritten_silently(run_dir, capsys):
     assert params.stat().st_mtime_ns != before
 
 
+def shifted(offset: float):
+    """export's runner, with ``offset`` added to every logit: an export that differs from its model."""
+    real = export_module.export_runner
+
+    def make(fmt, folder, **kw):
+        run = real(fmt, folder, **kw)
+        return Runner(lambda batch: run(batch) + offset, run.engine)
+
+    return make
+
+
 def test_failed_check_writes_nothing(run_dir, monkeypatch, capsys):
-    real = export_module.RUNNERS["paddle"]
-    monkeypatch.setitem(export_module.RUNNERS, "paddle", lambda folder, **kw: (lambda batch: real(folder, **kw)(batch) + 2e-4))
+    monkeypatch.setattr(export_module, "export_runner", shifted(2e-4))
     assert main([str(run_dir), "--format", "paddle", "--num-images", "2"]) == 1
     captured = capsys.readouterr()
     assert "FAILED" in captured.out
@@ -155,8 +167,7 @@ def test_a_failed_overwrite_keeps_the_old_export_and_stale_temp_folders_go(run_d
     stale = run_dir / "export" / ".paddle.k1ll3d.tmp"  # what a SIGKILL during an export leaves
     stale.mkdir()
     (stale / "model.json").write_text("half")
-    real = export_module.RUNNERS["paddle"]
-    monkeypatch.setitem(export_module.RUNNERS, "paddle", lambda f: (lambda batch: real(f)(batch) + 1.0))
+    monkeypatch.setattr(export_module, "export_runner", shifted(1.0))
     assert main([str(run_dir), "--format", "paddle", "--num-images", "2", "--overwrite"]) == 1
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before, "the old export must survive"
     assert sorted(p.name for p in (run_dir / "export").iterdir()) == ["paddle"], "no temp folder left behind"

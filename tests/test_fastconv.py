@@ -14,10 +14,10 @@ import paddle
 import pytest
 from paddle import nn
 
-from simam_paddle import build_model, fastconv
+from simam_paddle import build_model, fastconv, native
 from simam_paddle.fastconv import Conv2D, applies, kernel
-from simam_paddle.layers import custom_ops, onednn
 from simam_paddle.models.alexnet import CONVS
+from simam_paddle.native import onednn
 
 RTOL = {"float32": 1e-5, "float64": 1e-10}
 
@@ -177,14 +177,14 @@ def test_second_order_gradients_are_refused_not_wrong():
 def test_a_failed_build_falls_back_and_says_why(monkeypatch):
     monkeypatch.setattr(kernel.LIBRARY, "module", None)
     monkeypatch.setattr(kernel.LIBRARY, "error", "RuntimeError: no compiler")
-    monkeypatch.delenv(custom_ops.REQUIRE_ENV, raising=False)
+    monkeypatch.delenv(native.REQUIRE_ENV, raising=False)
     fast, ref = pair(3, 4, 3, padding=1)
     x = paddle.randn([2, 3, 6, 6])
     assert not applies(x, fast)
     np.testing.assert_array_equal(fast(x).numpy(), ref(x).numpy())
     assert fastconv.implementation(fast) == {"implementation": "paddle", "error": "RuntimeError: no compiler"}
-    monkeypatch.setenv(custom_ops.REQUIRE_ENV, "1")
-    with pytest.raises(custom_ops.KernelUnavailable, match="no compiler"):
+    monkeypatch.setenv(native.REQUIRE_ENV, "1")
+    with pytest.raises(native.KernelUnavailable, match="no compiler"):
         kernel.prepare()
 
 
@@ -218,3 +218,12 @@ def test_alexnet_uses_it_with_the_same_parameters_and_gradients(name):
     for n in grads[1]:
         # through the whole network the two sums' rounding compounds: 1e-4 for the model
         assert relative_error(grads[0][n], grads[1][n]) <= 1e-4, n
+
+
+def test_the_three_operator_libraries_report_their_status_in_the_same_keys():
+    from simam_paddle.layers import simam_deploy, simam_kernel
+
+    for module in (simam_kernel, simam_deploy, kernel):
+        status = module.status()
+        assert sorted(status) == ["available", "error", "threads", "version"], module.__name__
+        assert isinstance(status["available"], bool) and status["threads"] >= 1

@@ -205,3 +205,33 @@ def test_a_full_disk_ends_with_one_line_and_keeps_what_was_saved(data_root, smal
         state = paddle.load(str(out / "checkpoint.pdckpt"))["state"]
         history = json.loads((out / "history.json").read_text())
         assert state["epoch"] == epochs_saved and history["epoch"]["epoch"] == [1] and not history["finished"]
+
+
+NO_COMPILER_START = """
+from simam_paddle import build_model
+from simam_paddle.layers import simam_kernel
+model = build_model("alexnet_simam")
+print("available:", simam_kernel.status()["available"])
+"""
+
+
+def test_a_machine_without_a_compiler_says_so_once_in_one_line(tmp_path):
+    """No C++ compiler on the PATH: each library says in one line what runs instead and how to fix it,
+    on the first start only (for this cache); SIMAM_PADDLE_REQUIRE_KERNEL=1 still fails."""
+    bare = tmp_path / "bin"  # a PATH without any compiler
+    bare.mkdir()
+    env = {**{k: v for k, v in os.environ.items() if k not in ("CXX", "CC", "SIMAM_PADDLE_REQUIRE_KERNEL")},
+           "PATH": str(bare), "SIMAM_PADDLE_CACHE_DIR": str(tmp_path / "cache")}
+    run = lambda **extra: subprocess.run([sys.executable, "-c", NO_COMPILER_START], cwd=REPO_ROOT, env={**env, **extra},  # noqa: E731
+                                         capture_output=True, text=True, timeout=300)
+    first = run()
+    lines = [line for line in first.stderr.splitlines() if line.strip()]
+    assert first.returncode == 0 and "available: False" in first.stdout, first.stderr[-3000:]
+    assert len(lines) == 2 and "Traceback" not in first.stderr, first.stderr  # the SimAM kernel and fastconv
+    for line in lines:
+        assert "is unavailable" in line and "no C++ compiler" in line and "apt-get install g++" in line, line
+    assert any("pure-Paddle path" in line for line in lines) and any("using Paddle's" in line for line in lines)
+    again = run()
+    assert again.returncode == 0 and not again.stderr.strip(), again.stderr
+    required = run(SIMAM_PADDLE_REQUIRE_KERNEL="1")
+    assert required.returncode != 0 and "SIMAM_PADDLE_REQUIRE_KERNEL is set" in required.stderr

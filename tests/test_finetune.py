@@ -11,11 +11,19 @@ from helpers import make_run_dir, run_train, write_learnable_image_folder
 from simam_paddle import build_model
 from simam_paddle.config import ConfigError, load_config
 from simam_paddle.models import WeightsMismatch
-from simam_paddle.run_dir import build_run_model, load_pretrained
+from simam_paddle.models.from_config import build_from_config
+from simam_paddle.models.weights import load_pretrained
+from simam_paddle.run_dir import pretrained_path
 
 
 def config_for(name: str, num_classes: int, pretrained) -> dict:
     return load_config(None, [f"model.name={name}", f"model.num_classes={num_classes}", f"model.pretrained={pretrained}"])
+
+
+def pretrain(model, config: dict) -> str:
+    """What training does with model.pretrained."""
+    path = pretrained_path(config["model"]["pretrained"])
+    return load_pretrained(model, path, config["model"]["name"], source=f"model.pretrained {path}")
 
 
 def arrays(state: dict) -> dict[str, np.ndarray]:
@@ -31,9 +39,9 @@ def test_another_number_of_classes_keeps_a_new_classifier_and_loads_everything_e
     paddle.save({k: paddle.to_tensor(v) for k, v in source.items()}, str(tmp_path / "imagenet.pdparams"))
     config = config_for(name, 3, tmp_path / "imagenet.pdparams")
     paddle.seed(2)
-    model = build_run_model(config)
+    model = build_from_config(config)
     built = arrays(model.state_dict())
-    said = load_pretrained(model, config)
+    said = pretrain(model, config)
     assert f"except the classifier {head[0]}, {head[1]}, which starts new: the weights have 1000 classes, the model 3" in said
     after = arrays(model.state_dict())
     for key, value in after.items():
@@ -46,8 +54,8 @@ def test_the_same_number_of_classes_loads_every_parameter_from_a_run_directory(t
     run = make_run_dir(tmp_path / "run", "model.name=resnet18_simam")  # CIFAR-10: 10 classes
     saved = arrays(paddle.load(str(run / "best_model.pdparams")))
     config = config_for("resnet18_simam", 10, run)
-    model = build_run_model(config)
-    assert "(every parameter)" in load_pretrained(model, config)
+    model = build_from_config(config)
+    assert "(every parameter)" in pretrain(model, config)
     for key, value in arrays(model.state_dict()).items():
         np.testing.assert_array_equal(value, saved[key], err_msg=key)
 
@@ -57,10 +65,10 @@ def test_weights_of_another_model_are_refused_by_name(tmp_path):
     config = config_for("resnet18_simam", 3, tmp_path / "r34.pdparams")
     with pytest.raises(WeightsMismatch, match=r"model.pretrained .*r34.pdparams does not fit the model resnet18_simam "
                                               r"\(unexpected: layer1.2"):
-        load_pretrained(build_run_model(config), config)
+        pretrain(build_from_config(config), config)
     config = config_for("resnet18_simam", 3, tmp_path / "nothing.pdparams")
     with pytest.raises(ConfigError, match=r"model.pretrained .*nothing.pdparams: no such weights file"):
-        load_pretrained(build_run_model(config), config)
+        pretrain(build_from_config(config), config)
 
 
 @pytest.mark.integration

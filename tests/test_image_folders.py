@@ -15,7 +15,8 @@ from helpers import CLASS_NAMES, make_run_dir, run_tool, run_train, write_image_
 from simam_paddle.config import ConfigError, load_config
 from simam_paddle.data import build_test_transform, classes_of, load_split
 from simam_paddle.data.transforms import build_recipe_train_transform, build_train_transform, resize_size
-from simam_paddle.run_dir import build_run_model, resolve_classes
+from simam_paddle.models.from_config import build_from_config
+from simam_paddle.run_dir import resolve_classes
 
 
 def test_classes_are_the_sorted_folder_names(tmp_path):
@@ -109,10 +110,13 @@ def test_num_classes_follows_the_data_and_a_mismatch_names_both(tmp_path):
 
 
 def test_alexnet_keeps_requiring_128(tmp_path):
-    config = load_config(None, ["model.name=alexnet_simam", "model.num_classes=10", "data.image_size=96"])
     with pytest.raises(ConfigError, match=r"data.image_size=96: alexnet_simam takes 128x128 images only; set "
                                           r"data.image_size=128, or choose a model that takes any size \(resnet18"):
-        build_run_model(config)
+        load_config(None, ["model.name=alexnet_simam", "model.num_classes=10", "data.image_size=96"])
+    config = load_config(None, ["model.name=alexnet_simam", "model.num_classes=10"])
+    config["data"]["image_size"] = 96  # a config assembled in code is checked when its model is built
+    with pytest.raises(ConfigError, match=r"data.image_size=96: alexnet_simam takes 128x128 images only"):
+        build_from_config(config)
     proc = run_train("-o", "model.name=alexnet", "-o", "data.image_size=96", "-o", f"train.output_dir={tmp_path / 'r'}",
                      check=False)
     assert proc.returncode == 2 and "takes 128x128 images only" in proc.stderr

@@ -63,3 +63,28 @@ def test_models_of_any_input_size(name):
     model.eval()
     for size in (32, 96, 160):
         assert list(model(paddle.randn([1, 3, size, size])).shape) == [1, 3]
+
+
+# The facts of each model's record, stated here independently: the classifier by its layer name, the SimAM
+# layers by count (one per conv in AlexNet, one per block in a ResNet, one per depthwise conv in MobileNetV2).
+RECORD_FACTS = {
+    "alexnet": ("classifier.6", 2048, 0), "alexnet_simam": ("classifier.6", 2048, 5),
+    "resnet18": ("fc", 512, 0), "resnet18_simam": ("fc", 512, 8), "resnet50_simam": ("fc", 2048, 16),
+    "mobilenet_v2": ("classifier.1", 1280, 0), "mobilenet_v2_simam": ("classifier.1", 1280, 17),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECORD_FACTS))
+def test_each_record_names_the_classifier_and_the_simam_sites_of_its_model(name):
+    from fnmatch import fnmatchcase
+
+    from simam_paddle.models import MODELS
+
+    classifier, features, simams = RECORD_FACTS[name]
+    record, model = MODELS[name], build_model(name, num_classes=7)
+    assert record.classifier == classifier and record.head == (f"{classifier}.weight", f"{classifier}.bias")
+    assert list(model.state_dict()[record.head[0]].shape) == [features, 7]  # a Linear of 7 classes
+    sites = [n for n, layer in model.named_sublayers() if isinstance(layer, SimAM)]
+    assert len(sites) == simams
+    assert all(any(fnmatchcase(n, p) for p in record.attention_sites) for n in sites), (sites, record.attention_sites)
+    assert (record.official_lambda == 0.1) == (name.endswith("_simam") and not name.startswith("alexnet"))

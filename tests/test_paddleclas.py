@@ -2,13 +2,12 @@
 SimAM architectures in PaddleClas's architecture lookup; plain pretrained weights loading unchanged;
 export parity; and the command line that runs PaddleClas's own tools.
 
-Three groups, each running where it can:
+Two groups, each running where it can:
 - the command line's mechanism, on a stand-in PaddleClas source tree written here: everywhere;
 - everything on PaddleClas's real backbones: where ``paddleclas`` (the wheel) imports, else skipped,
   saying so (the main environment cannot hold it: it pins numpy 1.24.4). ``scripts/paddleclas_venv.sh``
-  makes a venv with it and runs this module there; CI does that;
-- a short training run with PaddleClas's engine: only where ``$PADDLECLAS_SOURCE`` names a PaddleClas
-  2.6 source checkout (the engine is not in the wheel), else skipped, saying so.
+  makes a venv with it and runs this module there; CI does that.
+PaddleClas's engine, from its source tree, is tested in test_paddleclas_engine.py.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import os
 import re
 from pathlib import Path
 
-import cv2
 import numpy as np
 import paddle
 import pytest
@@ -198,7 +196,7 @@ def test_a_simam_backbone_trains(arch):
 @pytest.mark.paddleclas
 @pytest.mark.parametrize("name", ["ResNet50_vd", "PPLCNet_x0_25"])
 def test_jit_save_and_paddle_inference_match_the_dynamic_graph(arch, name, tmp_path):
-    from simam_paddle.export import paddle_runner
+    from simam_paddle.runner import paddle_runner
 
     model = getattr(arch, "SimAM_" + name)(class_num=10)
     model.eval()
@@ -295,7 +293,7 @@ args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 if args["-o"] == "fail":
     raise RuntimeError("the stand-in tool failed")
 model = build_model({"Arch": {"name": args["-o"].split("=")[1], "class_num": 3}})
-with open(args["-c"], "w") as f:
+with open(args["--report"], "w") as f:
     json.dump({"argv": sys.argv, "simams": sum(isinstance(m, SimAM) for m in model.sublayers())}, f)
 '''
 
@@ -311,32 +309,95 @@ def stand_in_tree(tmp_path) -> Path:
     return root
 
 
+def without_source_env() -> dict:
+    return {k: v for k, v in os.environ.items() if k != paddleclas.SOURCE_ENV}
+
+
 def test_the_command_line_runs_a_paddleclas_tool_with_the_simam_architectures(stand_in_tree, tmp_path):
-    report = tmp_path / "report.json"
-    proc = run_tool("paddleclas", stand_in_tree / "tools" / "train.py", "-c", report, "-o", "Arch.name=SimAM_ResNet18")
+    report, config = tmp_path / "report.json", tmp_path / "my.yaml"
+    config.write_text("Arch: {}\n")
+    tool = stand_in_tree / "tools" / "train.py"
+    proc = run_tool("paddleclas", tool, "-c", config, "-o", "Arch.name=SimAM_ResNet18", "--report", report,
+                    env=without_source_env())
     assert "SimAM architectures registered in PaddleClas" in proc.stderr
+    assert "simam-paddle: built SimAM_ResNet18 with 8 SimAMs (e_lambda 0.0001)" in proc.stderr
     result = json.loads(report.read_text())
     assert result["simams"] == 8  # a SimAM in each of ResNet-18's 8 blocks
-    assert result["argv"] == [str(stand_in_tree / "tools" / "train.py"), "-c", str(report), "-o", "Arch.name=SimAM_ResNet18"]
+    assert result["argv"] == [str(tool), "-c", str(config), "-o", "Arch.name=SimAM_ResNet18", "--report", str(report)]
+
+
+@pytest.mark.parametrize("how", ["env", "--source"])
+def test_a_tool_by_name_runs_from_the_source_tree_with_a_shipped_config_by_name(stand_in_tree, tmp_path, how):
+    report = tmp_path / "report.json"
+    env, source = without_source_env(), []
+    if how == "env":
+        env[paddleclas.SOURCE_ENV] = str(stand_in_tree)
+    else:
+        source = ["--source", stand_in_tree]
+    proc = run_tool("paddleclas", *source, "train", "-c", "SimAM_ResNet18_cifar10", "-o", "Arch.name=SimAM_ResNet18",
+                    "--report", report, env=env)
+    argv = json.loads(report.read_text())["argv"]
+    assert argv[0] == str(stand_in_tree.resolve() / "tools" / "train.py")
+    assert argv[1:3] == ["-c", str(REPO_ROOT / "simam_paddle" / "configs" / "paddleclas" / "SimAM_ResNet18_cifar10.yaml")]
+    assert "built SimAM_ResNet18 with 8 SimAMs" in proc.stderr
 
 
 def test_a_failing_paddleclas_tool_exits_1_with_its_traceback(stand_in_tree, tmp_path):
-    proc = run_tool("paddleclas", stand_in_tree / "tools" / "train.py", "-c", tmp_path / "r.json", "-o", "fail",
+    proc = run_tool("paddleclas", stand_in_tree / "tools" / "train.py", "-o", "fail", "--report", tmp_path / "r.json",
                     check=False)
     assert proc.returncode == 1 and "RuntimeError: the stand-in tool failed" in proc.stderr
 
 
 @pytest.mark.parametrize("where, message", [
-    ("missing", "does not exist: give a PaddleClas tool"),
-    ("no_engine", "is not one of PaddleClas's tools"),
+    ("missing", "does not exist: give a PaddleClas tool by name (train, eval, export_model, infer) or path"),
+    ("not_a_tool", "is not one of PaddleClas's tools"),
+    ("no_engine", "is not a PaddleClas source tree: {root}/ppcls/engine missing"),
+    ("no_source", "no PaddleClas source tree to run tools/train.py from: give its folder with --source PATH or in "
+                  "$PADDLECLAS_SOURCE"),
+    ("env_no_engine", "$PADDLECLAS_SOURCE {root} is not a PaddleClas source tree: {root}/ppcls/engine missing"),
+    ("unknown_config", "config 'SimAM_ResNet19' not found: give a YAML file's path or the name of a shipped config "
+                       "(SimAM_ResNet18_cifar10, SimAM_ResNet50_vd)"),
 ])
-def test_a_tool_outside_a_paddleclas_source_tree_is_bad_input(stand_in_tree, tmp_path, where, message):
-    if where == "no_engine":
+def test_a_missing_or_wrong_paddleclas_source_is_bad_input(stand_in_tree, where, message):
+    env, config = without_source_env(), "x.yaml"
+    tool = stand_in_tree / "tools" / "train.py"
+    if where in ("no_engine", "env_no_engine"):  # the wheel's layout: ppcls without its engine
         (stand_in_tree / "ppcls" / "engine" / "__init__.py").unlink()
         (stand_in_tree / "ppcls" / "engine").rmdir()
-    tool = stand_in_tree / "tools" / ("train.py" if where == "no_engine" else "nope.py")
-    proc = run_tool("paddleclas", tool, "-c", "x.yaml", check=False)
-    assert proc.returncode == 2 and message in proc.stderr and "git clone -b release/2.6" in proc.stderr
+    if where == "missing":
+        tool = stand_in_tree / "tools" / "nope.py"
+    elif where == "not_a_tool":
+        tool = stand_in_tree / "ppcls" / "__init__.py"
+    elif where in ("no_source", "env_no_engine", "unknown_config"):
+        tool = "train"
+    if where in ("env_no_engine", "unknown_config"):
+        env[paddleclas.SOURCE_ENV] = str(stand_in_tree)
+        config = "SimAM_ResNet19" if where == "unknown_config" else config
+    proc = run_tool("paddleclas", tool, "-c", config, check=False, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert message.format(root=stand_in_tree) in proc.stderr
+    if where != "unknown_config":
+        assert "git clone -b release/2.6" in proc.stderr
+
+
+def test_image_lists_of_an_image_folder(image_folder, tmp_path):
+    """Lines ``PATH LABEL`` relative to the folder, labels by sorted class folder, as written here from the tree."""
+    run_tool("paddleclas", "--image-lists", image_folder, "--output", tmp_path)
+    classes = sorted(p.name for p in (image_folder / "train").iterdir())
+    for split, name in (("train", "train_list.txt"), ("test", "val_list.txt")):
+        expected = [f"{split}/{c}/{f.name} {label}" for label, c in enumerate(classes)
+                    for f in sorted((image_folder / split / c).iterdir())]
+        assert (tmp_path / name).read_text().splitlines() == expected
+    assert (tmp_path / "label_list.txt").read_text().splitlines() == [f"{i} {c}" for i, c in enumerate(classes)]
+    run_tool("paddleclas", "--image-lists", image_folder, "--output", tmp_path / "few", "--limit-train", 10)
+    labels = [int(line.split()[1]) for line in (tmp_path / "few" / "train_list.txt").read_text().splitlines()]
+    assert sorted(labels) == list(range(10))  # one image of each of the 10 classes
+
+
+def test_the_shipped_paddleclas_configs_are_listed_with_their_paths():
+    out = run_tool("paddleclas", "--list-configs").stdout.splitlines()
+    folder = REPO_ROOT / "simam_paddle" / "configs" / "paddleclas"
+    assert out == [f"{name}  {folder / name}.yaml" for name in ("SimAM_ResNet18_cifar10", "SimAM_ResNet50_vd")]
 
 
 def test_the_command_line_has_a_version_and_a_console_script(capsys):
@@ -347,118 +408,3 @@ def test_the_command_line_has_a_version_and_a_console_script(capsys):
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"simam-paddle {simam_paddle.__version__}"
     scripts = (REPO_ROOT / "pyproject.toml").read_text().split("[project.scripts]")[1].split("\n[")[0]
     assert '\nsimam-paddleclas = "simam_paddle.paddleclas:main"\n' in scripts
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Training with PaddleClas's engine (needs a PaddleClas source checkout)
-
-ENGINE_CONFIG = """
-Global:
-  checkpoints: null
-  pretrained_model: null
-  output_dir: {output}
-  device: cpu
-  save_interval: 1
-  eval_during_train: True
-  eval_interval: 1
-  epochs: 1
-  print_batch_step: 1
-  use_visualdl: False
-  image_shape: [3, 32, 32]
-  save_inference_dir: {output}/inference
-Arch:
-  name: SimAM_ResNet18
-  class_num: 2
-Loss:
-  Train:
-    - CELoss:
-        weight: 1.0
-  Eval:
-    - CELoss:
-        weight: 1.0
-Optimizer:
-  name: Momentum
-  momentum: 0.9
-  lr:
-    name: Cosine
-    learning_rate: 0.01
-DataLoader:
-  Train:
-    dataset:
-      name: ImageNetDataset
-      image_root: {images}
-      cls_label_path: {images}/list.txt
-      transform_ops:
-        - DecodeImage:
-            to_rgb: True
-            channel_first: False
-        - RandCropImage:
-            size: 32
-        - NormalizeImage:
-            scale: 1.0/255.0
-            mean: [0.485, 0.456, 0.406]
-            std: [0.229, 0.224, 0.225]
-            order: ''
-    sampler:
-      name: DistributedBatchSampler
-      batch_size: 4
-      drop_last: False
-      shuffle: True
-    loader:
-      num_workers: 0
-      use_shared_memory: False
-  Eval:
-    dataset:
-      name: ImageNetDataset
-      image_root: {images}
-      cls_label_path: {images}/list.txt
-      transform_ops:
-        - DecodeImage:
-            to_rgb: True
-            channel_first: False
-        - ResizeImage:
-            size: 32
-        - NormalizeImage:
-            scale: 1.0/255.0
-            mean: [0.485, 0.456, 0.406]
-            std: [0.229, 0.224, 0.225]
-            order: ''
-    sampler:
-      name: DistributedBatchSampler
-      batch_size: 4
-      drop_last: False
-      shuffle: False
-    loader:
-      num_workers: 0
-      use_shared_memory: False
-Metric:
-  Train:
-  Eval:
-    - TopkAcc:
-        topk: [1]
-"""
-
-
-@pytest.mark.integration
-@pytest.mark.paddleclas_source
-def test_paddleclas_engine_trains_a_simam_backbone_on_a_tiny_image_list(tmp_path):
-    source = os.environ.get("PADDLECLAS_SOURCE")
-    if not source or not (Path(source) / "tools" / "train.py").is_file():
-        pytest.skip("PaddleClas's engine is only in its source tree, not in the paddleclas wheel: set PADDLECLAS_SOURCE "
-                    "to a checkout of PaddleClas release/2.6 to run this")
-    images, output = tmp_path / "images", tmp_path / "output"
-    images.mkdir()
-    lines = []
-    for i in range(8):  # two classes that differ in colour
-        image = np.full([32, 32, 3], (200, 40, 40) if i % 2 else (40, 40, 200), np.uint8)
-        cv2.imwrite(str(images / f"{i}.png"), image)
-        lines.append(f"{i}.png {i % 2}")
-    (images / "list.txt").write_text("\n".join(lines) + "\n")
-    config = tmp_path / "SimAM_ResNet18.yaml"
-    config.write_text(ENGINE_CONFIG.format(output=output, images=images))
-    proc = run_tool("paddleclas", Path(source) / "tools" / "train.py", "-c", config, timeout=900)
-    assert "SimAM architectures registered" in proc.stderr
-    saved = paddle.load(str(output / "SimAM_ResNet18" / "latest.pdparams"))
-    import paddleclas.ppcls.arch as arch  # the saved weights are a plain ResNet18's (SimAM has none)
-
-    assert sorted(saved) == sorted(arch.ResNet18(class_num=2).state_dict())

@@ -121,7 +121,7 @@ def test_real_cifar10_jpegs(run_dir, cifar10_jpeg):
 
 
 def test_an_export_runs_with_the_best_engine_settings_named_once(run_dir, images, capsys):
-    from simam_paddle.layers.threads import available_cores
+    from simam_paddle.native.threads import available_cores
 
     export(run_dir, "paddle", num_images=2, log=lambda _: None)
     folder = run_dir / "export" / "paddle"
@@ -147,3 +147,9 @@ def test_engine_threads_must_be_positive(run_dir, images, capsys):
     export(run_dir, "paddle", num_images=2, log=lambda _: None)
     assert main([str(run_dir / "export" / "paddle"), str(images[0]), "--threads", "0"]) == 2
     assert "engine threads must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_run_whose_classes_file_is_not_json_is_bad_input_naming_it(run_dir, images, capsys):
+    (run_dir / "classes.json").write_text('["cat", "dog"')  # cut short
+    assert main([str(run_dir), str(images[0])]) == 2
+    assert "classes.json is not valid JSON" in capsys.readouterr().err

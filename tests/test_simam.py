@@ -15,8 +15,8 @@ import paddle
 import pytest
 from helpers import reference_simam, unbuildable
 
-from simam_paddle import SimAM, simam
-from simam_paddle.layers import custom_ops, simam_kernel
+from simam_paddle import SimAM, native, simam
+from simam_paddle.layers import simam_kernel
 
 simam_module = sys.modules["simam_paddle.layers.simam"]
 PATHS = ["kernel", "paddle", "plain", "static"]
@@ -307,17 +307,17 @@ def broken_kernel(monkeypatch):
 
 
 def test_a_required_kernel_that_cannot_be_built_is_an_error(broken_kernel, monkeypatch):
-    monkeypatch.setenv(custom_ops.REQUIRE_ENV, "1")
-    with pytest.raises(custom_ops.KernelUnavailable, match="SIMAM_PADDLE_REQUIRE_KERNEL.*simulated"):
+    monkeypatch.setenv(native.REQUIRE_ENV, "1")
+    with pytest.raises(native.KernelUnavailable, match="SIMAM_PADDLE_REQUIRE_KERNEL.*simulated"):
         simam_kernel.prepare()
-    with pytest.raises(custom_ops.KernelUnavailable):
+    with pytest.raises(native.KernelUnavailable):
         SimAM(3)
-    assert simam_kernel.status() == {"kernel": False, "threads": simam_kernel.status()["threads"],
+    assert simam_kernel.status() == {"available": False, "version": None, "threads": simam_kernel.status()["threads"],
                                       "error": "no C++ compiler found (simulated)"}
 
 
 def test_ctrl_c_during_the_build_interrupts_and_the_next_call_builds(monkeypatch):
-    monkeypatch.delenv(custom_ops.REQUIRE_ENV, raising=False)
+    monkeypatch.delenv(native.REQUIRE_ENV, raising=False)
     monkeypatch.setattr(simam_kernel, "LIBRARY", simam_kernel.LIBRARY.fresh())
     calls = []
 

@@ -12,7 +12,8 @@ import pytest
 from helpers import make_run_dir, paddle_inference, reference_simam, unbuildable
 
 from simam_paddle import export as export_module
-from simam_paddle.config import ConfigError
+from simam_paddle import runner
+from simam_paddle.errors import ArgumentError, PathError
 from simam_paddle.layers import simam_deploy
 from simam_paddle.layers.simam import SimAM, deploy_operator
 
@@ -189,12 +190,12 @@ def test_a_plain_model_gets_no_second_program(tmp_path):
     assert "model_simam_op.json" not in meta["files"] and "standard_program" not in meta["check"]
 
 
-def test_no_simam_op_writes_only_standard_operators(tmp_path):
+def test_export_program_standard_writes_only_standard_operators(tmp_path):
     run = make_run_dir(tmp_path / "run", "model.name=resnet18_simam")
-    assert export_module.main([str(run), "--format", "paddle", "--num-images", "2", "--no-simam-op"]) == 0
+    assert export_module.main([str(run), "--format", "paddle", "--num-images", "2", "--program", "standard"]) == 0
     assert not (run / "export" / "paddle" / "model_simam_op.json").exists()
-    with pytest.raises(ConfigError, match="holds no model_simam_op program"):
-        export_module.paddle_runner(run / "export" / "paddle", program="simam_op")
+    with pytest.raises(PathError, match="holds no model_simam_op program"):
+        runner.paddle_runner(run / "export" / "paddle", program="simam_op")
 
 
 def test_resnet18_simam_blocks_become_the_operator(tmp_path):
@@ -210,7 +211,7 @@ def test_without_the_library_exports_hold_standard_operators_and_run(tmp_path, c
         meta = export_module.export(run, "paddle", num_images=2, log=lambda _: None)
     assert "the SimAM deployment operator is unavailable, exports hold SimAM in standard operators only" in caplog.text
     assert "model_simam_op.json" not in meta["files"]
-    assert "model.json (standard operators)" in export_module.paddle_runner(run / "export" / "paddle").engine
+    assert "model.json (standard operators)" in runner.paddle_runner(run / "export" / "paddle").engine
     with pytest.raises(RuntimeError, match="deployment operator is unavailable.*simulated"):
         with deploy_operator():
             pass
@@ -221,9 +222,9 @@ def test_an_export_with_the_operator_falls_back_where_the_library_is_missing(tmp
     export_module.export(run, "paddle", num_images=2, log=lambda _: None)
     folder = run / "export" / "paddle"
     unbuildable(monkeypatch, simam_deploy, "gone")
-    assert "model.json (standard operators)" in export_module.paddle_runner(folder).engine
-    with pytest.raises(ConfigError, match="deployment operator is unavailable: gone"):
-        export_module.paddle_runner(folder, program="simam_op")
+    assert "model.json (standard operators)" in runner.paddle_runner(folder).engine
+    with pytest.raises(ArgumentError, match="deployment operator is unavailable: gone"):
+        runner.paddle_runner(folder, program="simam_op")
 
 
 def test_only_static_graphs_inside_the_context_record_the_operator(tmp_path):

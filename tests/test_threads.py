@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from simam_paddle.layers import onednn, threads
+from simam_paddle.native import onednn, threads
 
 # In a fresh process: build the SimAM kernel and fastconv, run SimAM forward and backward on a tensor
 # above the threading minimum and one convolution, and print what the process reports and computed.
@@ -27,7 +27,8 @@ import numpy as np
 import paddle
 from simam_paddle.fastconv import kernel as fastconv_kernel
 from simam_paddle.fastconv.conv import Conv2D
-from simam_paddle.layers import simam_kernel, threads
+from simam_paddle.layers import simam_kernel
+from simam_paddle.native import threads
 
 assert simam_kernel.prepare() and fastconv_kernel.prepare()
 rng = np.random.default_rng(0)

@@ -252,7 +252,7 @@ def test_visualdl_scalars(tiny_root, tmp_path):
 def test_evaluate_recomputes_the_best_epoch_from_the_saved_weights(reference_run, tiny_root):
     out = reference_run[0]
     h = json.loads((out / "history.json").read_text())
-    proc = subprocess.run([sys.executable, "-m", "simam_paddle.evaluate", str(out), "--batches", "2"],
+    proc = subprocess.run([sys.executable, "-m", "simam_paddle.evaluate", str(out), "--rounds", "2"],
                           capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     best = h["best"]["epoch"] - 1
@@ -263,7 +263,7 @@ def test_evaluate_recomputes_the_best_epoch_from_the_saved_weights(reference_run
 def test_evaluate_on_a_directory_that_is_not_a_run(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "simam_paddle.evaluate", str(tmp_path)],
                           capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
-    assert proc.returncode == 2 and "is not a run directory" in proc.stderr
+    assert proc.returncode == 2 and "is neither a run directory" in proc.stderr
 
 
 def test_mixup_run_trains_on_soft_targets(reference_run, tiny_root, tmp_path):

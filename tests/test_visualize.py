@@ -6,19 +6,21 @@ import cv2
 import numpy as np
 import paddle
 import pytest
-from helpers import make_run_dir
+from helpers import make_run_dir, reference_simam
 
 from simam_paddle import SimAM, build_model
-from simam_paddle.visualize import attention_maps, figure_pixels, main, simam_weight, visualize
+from simam_paddle.layers.simam import simam_weight
+from simam_paddle.visualize import attention_maps, figure_pixels, main, visualize
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 7, 5), (1, 4, 1, 1), (2, 2, 32, 32)])
 @pytest.mark.parametrize("lam", [1e-5, 0.1])
 def test_simam_weight_is_what_the_layer_applies(shape, lam):
     x = np.random.randn(*shape).astype(np.float32)
-    weight = simam_weight(x, lam)
+    weight = simam_weight(paddle.to_tensor(x), lam).numpy()
     assert weight.shape == shape and np.isfinite(weight).all()
-    assert weight.min() >= 1 / (1 + np.exp(-0.5)) - 1e-12 and weight.max() < 1
+    assert weight.min() >= 1 / (1 + np.exp(-0.5)) - 1e-6 and weight.max() < 1
+    np.testing.assert_allclose(weight * x, reference_simam(x, lam), rtol=1e-5, atol=1e-6)  # the formula, plainly
     y = SimAM(e_lambda=lam)(paddle.to_tensor(x)).numpy()
     np.testing.assert_allclose(y, weight * x, rtol=1e-5, atol=1e-6)
 
@@ -54,8 +56,8 @@ def test_png_of_real_images_has_the_expected_size(tmp_path, cifar10_jpeg):
 
 def test_command_line_with_rendered_images(tmp_path, capsys):
     run = make_run_dir(tmp_path / "run", "model.name=resnet18_simam", weights=("final",))
-    out = tmp_path / "figures" / "resnet.png"
-    assert main([str(run), "--output", str(out), "--num-images", "2", "--weights", "final"]) == 0
+    out = tmp_path / "figures" / "attention.png"  # --output is the folder
+    assert main([str(run), "--output", str(out.parent), "--num-images", "2", "--weights", "final"]) == 0
     assert "2 images (2 rendered 32x32 images" in capsys.readouterr().out
     width, height = figure_pixels(2, 8)
     assert cv2.imread(str(out)).shape == (height, width, 3)

@@ -35,6 +35,7 @@ import numpy as np
 import paddle
 from paddle.io import DataLoader, Dataset, get_worker_info
 
+from ..errors import DataError
 from .sources import load_split
 from .transforms import build_test_transform, build_train_transform, first_resize
 
@@ -231,7 +232,7 @@ def build_loader(config: dict, split: str, distributed: bool = False) -> DataLoa
     batch = data["batch_size"]
     sampler = EpochBatchSampler(len(dataset), batch, training, training, seed, replicas, rank)
     if len(sampler) == 0:
-        raise ValueError(
+        raise DataError(
             f"{len(dataset)} {split} images per process make no full batch of {batch} (drop_last); "
             "lower data.batch_size or raise data.limit_train"
         )

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..errors import ArgumentError, DataError
 from .sources import CLASS_NAMES, folder_classes, list_image_folder, load_image, resolve_source, split_folder
 from .transforms import SIZE, build_test_transform
 
@@ -75,7 +76,7 @@ def render_images(count: int, size: int = RENDER_SIZE, seed: int = 0) -> list[np
 def sample_images(config: dict, count: int) -> Samples:
     """``count`` test images of the run described by ``config``: real where possible, else rendered."""
     if count < 1:
-        raise ValueError(f"the number of images must be >= 1, got {count}")
+        raise ArgumentError(f"the number of images must be >= 1, got {count}")
     size = config["data"]["image_size"]
     root, why_not = _test_folder(config["data"]["root"])
     if root is None:
@@ -91,7 +92,7 @@ def sample_images(config: dict, count: int) -> Samples:
     by_class = [np.flatnonzero(labels == c) for c in range(len(folder_classes(root)))]
     available = len(by_class) * min(len(members) for members in by_class)
     if count > available:
-        raise ValueError(f"{count} images asked for, but {folder} offers {available} taken class by class")
+        raise DataError(f"{count} images asked for, but {folder} offers {available} taken class by class")
     chosen = [by_class[k % len(by_class)][k // len(by_class)] for k in range(count)]  # class by class in turn
     return Samples(
         [load_image(files[k]) for k in chosen],

@@ -35,6 +35,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..errors import DataError
+
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SPLITS = ("train", "test")  # "test" is the validation split: an image folder's val/ (or test/)
 EVAL_FOLDERS = ("val", "test")  # an image folder's validation split: the first of these that exists
@@ -57,13 +59,13 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise FileNotFoundError(f"{path}: no such image file")
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
-        raise ValueError(f"{path}: an empty file (0 bytes), not an image; remove it or replace it with the image")
+        raise DataError(f"{path}: an empty file (0 bytes), not an image; remove it or replace it with the image")
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as exc:  # OpenCV rejects some broken files with an exception rather than None
-        raise ValueError(f"{path}: not a readable image (OpenCV: {str(exc).strip().splitlines()[-1]})") from None
+        raise DataError(f"{path}: not a readable image (OpenCV: {str(exc).strip().splitlines()[-1]})") from None
     if image is None:
-        raise ValueError(f"{path}: not a readable image (expected a JPEG or PNG file)")
+        raise DataError(f"{path}: not a readable image (expected a JPEG or PNG file)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -80,12 +82,12 @@ def read_archive(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.nd
     try:
         archive = tarfile.open(path, mode="r:*")
     except (tarfile.TarError, OSError) as err:
-        raise ValueError(f"{path}: not a readable tar archive ({err}). {HOW_TO_GET}") from None
+        raise DataError(f"{path}: not a readable tar archive ({err}). {HOW_TO_GET}") from None
     with archive:
         members = {Path(m.name).name: m for m in archive.getmembers() if m.isfile()}
         missing = [name for name in wanted if name not in members]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"{path}: not the CIFAR-10 python archive: it has no member(s) {', '.join(missing)} "
                 f"(expected cifar-10-batches-py/data_batch_1..5 and test_batch). {HOW_TO_GET}"
             )
@@ -102,18 +104,18 @@ def _read_batch(archive: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -
     try:
         batch = pickle.load(archive.extractfile(member), encoding="bytes")
     except Exception as err:  # a truncated or foreign file can raise almost anything from pickle
-        raise ValueError(f"{where} is not a pickled CIFAR-10 batch ({type(err).__name__}: {err})") from None
+        raise DataError(f"{where} is not a pickled CIFAR-10 batch ({type(err).__name__}: {err})") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
-        raise ValueError(f"{where} is not a CIFAR-10 batch: expected a dict with b'data' and b'labels', got {keys}")
+        raise DataError(f"{where} is not a CIFAR-10 batch: expected a dict with b'data' and b'labels', got {keys}")
     data = np.asarray(batch[b"data"])
     labels = np.asarray(batch[b"labels"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise ValueError(f"{where}: b'data' must be uint8 [N, 3072], got {data.dtype} {list(data.shape)}")
+        raise DataError(f"{where}: b'data' must be uint8 [N, 3072], got {data.dtype} {list(data.shape)}")
     if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{where}: b'labels' must be {len(data)} integers, got {labels.dtype} {list(labels.shape)}")
+        raise DataError(f"{where}: b'labels' must be {len(data)} integers, got {labels.dtype} {list(labels.shape)}")
     if len(labels) and (labels.min() < 0 or labels.max() >= len(CLASS_NAMES)):
-        raise ValueError(f"{where}: labels must lie in [0, 10), got {labels.min()}..{labels.max()}")
+        raise DataError(f"{where}: labels must lie in [0, 10), got {labels.min()}..{labels.max()}")
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # rows are CHW; the cv2 backend wants HWC
     return np.ascontiguousarray(images), labels.astype(np.int64)
 
@@ -140,7 +142,7 @@ def folder_classes(root: str | os.PathLike) -> list[str]:
     train = split_folder(root, "train")
     names = _class_folders(train)
     if not names:
-        raise ValueError(f"{train}: no class folders; expected one folder of images per class (ROOT/train/<class>/*.jpg)")
+        raise DataError(f"{train}: no class folders; expected one folder of images per class (ROOT/train/<class>/*.jpg)")
     return names
 
 
@@ -158,7 +160,7 @@ def list_image_folder(root: str | os.PathLike, split: str) -> tuple[list[Path], 
     unknown = sorted(set(_class_folders(split_dir)) - set(classes))
     if unknown:
         folders = ", ".join(str(split_dir / name) for name in unknown)
-        raise ValueError(f"{folders}: unexpected folder(s); the classes are the folders of {Path(root) / 'train'}: "
+        raise DataError(f"{folders}: unexpected folder(s); the classes are the folders of {Path(root) / 'train'}: "
                          f"{', '.join(classes)}")
     files: list[Path] = []
     labels: list[int] = []
@@ -170,9 +172,9 @@ def list_image_folder(root: str | os.PathLike, split: str) -> tuple[list[Path], 
         class_files = sorted(p for p in class_dir.iterdir() if not p.name.startswith("."))
         for p in class_files:
             if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES:
-                raise ValueError(f"{p}: not an image file; a class folder may hold only {'/'.join(IMAGE_SUFFIXES)} files")
+                raise DataError(f"{p}: not an image file; a class folder may hold only {'/'.join(IMAGE_SUFFIXES)} files")
         if not class_files:
-            raise ValueError(f"{class_dir}: empty class folder (expected {'/'.join(IMAGE_SUFFIXES)} images)")
+            raise DataError(f"{class_dir}: empty class folder (expected {'/'.join(IMAGE_SUFFIXES)} images)")
         files += class_files
         labels += [label] * len(class_files)
     return files, np.asarray(labels, dtype=np.int64)
@@ -196,13 +198,13 @@ def read_images(files: list[Path], size: int | None = None) -> np.ndarray:
         image = load_image(path)
         shapes.add(image.shape)
         if size is None and images and image.shape != images[0].shape:
-            raise ValueError(f"{path}: image of size {image.shape[1]}x{image.shape[0]}, but {files[0]} is "
+            raise DataError(f"{path}: image of size {image.shape[1]}x{image.shape[0]}, but {files[0]} is "
                              f"{images[0].shape[1]}x{images[0].shape[0]}; all images must have one size")
         if size is not None and max(image.shape[:2]) > size:
             image = resize(image, size)
         images.append(image)
     if not images:
-        raise ValueError("no image files to read")
+        raise DataError("no image files to read")
     if size is not None and (len(shapes) > 1 or max(next(iter(shapes))[:2]) > size):
         images = [image if image.shape[:2] == (size, size) else resize(image, size) for image in images]
     return np.stack(images)
@@ -242,7 +244,7 @@ def balanced_subset(labels: np.ndarray, limit: int | None, seed: int, class_name
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
     classes = np.unique(labels)
     if limit > len(labels):
-        raise ValueError(f"limit {limit} is larger than the {len(labels)} samples available")
+        raise DataError(f"limit {limit} is larger than the {len(labels)} samples available")
     rng = np.random.default_rng([seed, limit])
     counts = np.full(len(classes), limit // len(classes))
     counts[rng.permutation(len(classes))[: limit % len(classes)]] += 1
@@ -251,7 +253,7 @@ def balanced_subset(labels: np.ndarray, limit: int | None, seed: int, class_name
         members = np.flatnonzero(labels == cls)
         if count > len(members):
             name = class_names[cls] if class_names is not None else f"number {cls}"
-            raise ValueError(f"limit {limit} needs {count} samples of class {name}, only {len(members)} available")
+            raise DataError(f"limit {limit} needs {count} samples of class {name}, only {len(members)} available")
         chosen.append(rng.choice(members, size=count, replace=False))
     return np.sort(np.concatenate(chosen))
 

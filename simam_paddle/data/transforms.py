@@ -38,8 +38,9 @@ import cv2
 import numpy as np
 import paddle.vision.transforms as T
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+from ..models import IMAGENET_MEAN as MEAN  # the normalisation in every model's record (simam_paddle.models)
+from ..models import IMAGENET_STD as STD
+
 RESIZE = 130  # the recipe resizes to 130x130 before cropping 128x128
 SIZE = 128  # the recipe's image size; data.image_size chooses another
 JITTER = 0.2  # brightness, contrast and saturation

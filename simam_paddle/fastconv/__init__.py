@@ -34,7 +34,7 @@ def implementation(model: nn.Layer) -> dict:
     status = kernel.status()
     if not fast:
         return {"implementation": "paddle", "error": status["error"]}
-    return {"implementation": "onednn", "layers": f"{len(fast)}/{len(convs)}", "onednn": status["onednn"],
+    return {"implementation": "onednn", "layers": f"{len(fast)}/{len(convs)}", "onednn": status["version"],
             "threads": status["threads"], "bf16": any(layer.bf16 for layer in fast)}
 
 

@@ -2,16 +2,16 @@
 
 ``csrc/conv_op.cc`` holds a Paddle custom operator, ``fastconv``, and its gradient, which call
 oneDNN's convolution primitives (forward; backward-data and backward-weights), linked against
-Paddle's own oneDNN and compiled against the headers in ``simam_paddle/layers/csrc/onednn/``, after
-the check that they fit (``simam_paddle.layers.onednn``).
+Paddle's own oneDNN and compiled against the headers in ``simam_paddle/native/third_party/onednn/``, after
+the check that they fit (``simam_paddle.native.onednn``).
 
-Built and cached as every operator library of this package is (``simam_paddle.layers.custom_ops``);
+Built and cached as every operator library of this package is (``simam_paddle.native``);
 the first build takes up to a minute. A failed build or check returns False from :func:`prepare` with one
 warning, and the convolutions stay Paddle's own; ``$SIMAM_PADDLE_REQUIRE_KERNEL=1`` makes it an
 error instead (CI sets it).
 
 Threads: oneDNN runs on the OpenMP runtime and thread count of Paddle's own CPU operators
-(``simam_paddle.layers.threads``: ``$SIMAM_PADDLE_NUM_THREADS``, else the available cores, at most 8;
+(``simam_paddle.native.threads``: ``$SIMAM_PADDLE_NUM_THREADS``, else the available cores, at most 8;
 set by :func:`prepare`); the library links that runtime, not one of its own.
 """
 
@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..layers import onednn, threads
-from ..layers.custom_ops import OperatorLibrary
+from ..native import OperatorLibrary, onednn, threads
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = (CSRC / "conv_op.cc",)
@@ -50,9 +49,9 @@ def prepare() -> bool:
 
 
 def status() -> dict:
-    """{"available": bool, "onednn": "X.Y.Z" | None, "threads": int, "error": str | None} of this process."""
-    return {"available": LIBRARY.module is not None, "onednn": LIBRARY.version, "threads": threads.running(),
-            "error": LIBRARY.error}
+    """Whether this process has the operators: ``OperatorLibrary.status()`` (available, version: oneDNN's
+    "X.Y.Z", threads, error)."""
+    return LIBRARY.status()
 
 
 def num_threads() -> int:

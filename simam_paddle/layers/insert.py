@@ -33,6 +33,8 @@ from paddle.vision.models.mobilenetv2 import InvertedResidual
 from paddle.vision.models.resnet import BasicBlock, BottleneckBlock
 
 from .attention import create_attn, get_attn
+from .messages import listed
+from .simam import E_LAMBDA
 
 ATTN_NAME = "attn"  # the child that holds the inserted attention: e.g. layer1.0.conv2.attn
 
@@ -116,10 +118,9 @@ def official_places(model: nn.Layer) -> list[str]:
     if misfits:
         cls = misfits[0][1]
         names = [name for name, c in misfits if c == cls]
-        listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         built = " or ".join(f"{unit}.conv, a {kind} NCHW Conv2D, then {unit}.bn" for unit, kind in PADDLECLAS_PLACEMENT[cls])
         raise ValueError(
-            f"{cls} {listed}: named like a block of a PaddleClas backbone but not built like one ({built}), "
+            f"{cls} {listed(names, 3)}: named like a block of a PaddleClas backbone but not built like one ({built}), "
             "so there is no default placement for it: pass after_names= (sublayer names, shell patterns allowed) "
             "or after_types="
         )
@@ -178,8 +179,7 @@ def add_attention(
         raise ValueError(f"no sublayer of {type(model).__name__} is an instance of {', '.join(t.__name__ for t in types)}")
     taken = [name for name, layer in chosen if ATTN_NAME in layer._sub_layers]
     if taken:
-        listed = ", ".join(taken[:3]) + (f" and {len(taken) - 3} more" if len(taken) > 3 else "")
-        raise ValueError(f"{listed} already have an attention layer (was add_simam called twice?)")
+        raise ValueError(f"{listed(taken, 3)} already have an attention layer (was add_simam called twice?)")
     for _, layer in chosen:
         layer.add_sublayer(ATTN_NAME, create_attn(attn_layer, getattr(layer, "_out_channels", None), **attn_kwargs))
         layer.register_forward_post_hook(_apply_attn)
@@ -190,7 +190,7 @@ def add_simam(
     model: nn.Layer,
     after_types: type | Iterable[type] | None = None,
     after_names: str | Iterable[str] | None = None,
-    e_lambda: float = 1e-4,
+    e_lambda: float = E_LAMBDA,
 ) -> int:
     """Insert SimAM(e_lambda) into ``model`` in place and return how many were inserted.
 

@@ -54,6 +54,7 @@ import paddle.nn.functional as F
 from paddle import nn
 from paddle.autograd import PyLayer
 
+from ..native import SettingError
 from . import simam_deploy, simam_kernel
 
 FLOAT_DTYPES = (paddle.float16, paddle.bfloat16, paddle.float32, paddle.float64)
@@ -63,6 +64,9 @@ _STATS_DTYPE = {paddle.float16: paddle.float32, paddle.bfloat16: paddle.float32}
 KERNEL_DTYPES = (paddle.float32, paddle.float64)
 BACKENDS = ("auto", "kernel", "paddle", "plain", "static")
 BACKEND_ENV = "SIMAM_PADDLE_BACKEND"
+# SimAM's default lambda: the official module's, the layer's, add_simam's and the config's (model.e_lambda).
+# The official ImageNet runs used 0.1 (simam_paddle.models' records), the notebook's CIFAR-10 runs 1e-5.
+E_LAMBDA = 1e-4
 _DEPLOY_OPERATOR = contextvars.ContextVar("simam_deploy_operator", default=False)
 
 
@@ -109,7 +113,11 @@ def _kernel_supports(x: paddle.Tensor) -> bool:
 def requested_backend(backend: str = "auto") -> str:
     """The backend asked for: ``backend``, or for "auto" ``$SIMAM_PADDLE_BACKEND`` when it is set."""
     if check_backend(backend) == "auto":
-        return check_backend(os.environ.get(BACKEND_ENV, "auto"))
+        chosen = os.environ.get(BACKEND_ENV, "auto")
+        if chosen not in BACKENDS:
+            raise SettingError(f"${BACKEND_ENV}={chosen!r} is not a SimAM backend; valid names: {', '.join(BACKENDS)}, "
+                               "or unset it")
+        return chosen
     return backend
 
 
@@ -140,15 +148,29 @@ def _positions(x: paddle.Tensor, dtype) -> tuple:
     return hw, paddle.clip(hw - 1, min=1.0)
 
 
+def _weight_plain(xs: paddle.Tensor, e_lambda: float) -> paddle.Tensor:
+    _, n = _positions(xs, xs.dtype)
+    d2 = (xs - xs.mean(axis=[2, 3], keepdim=True)).square()
+    var = d2.sum(axis=[2, 3], keepdim=True) / n
+    e = d2 / (4 * (var + e_lambda)) + 0.5
+    return F.sigmoid(e)
+
+
+@paddle.jit.not_to_static  # see simam()
+def simam_weight(x: paddle.Tensor, e_lambda: float = E_LAMBDA) -> paddle.Tensor:
+    """SimAM's weight sigmoid(e) of every activation of x [B, C, H, W] (``simam(x) == x * simam_weight(x)``),
+    in x's dtype, computed as plain operations (float16/bfloat16: in float32); with H*W == 1, sigmoid(0.5)."""
+    check_input(x)
+    stats_dtype = _STATS_DTYPE.get(x.dtype)
+    w = _weight_plain(x.astype(stats_dtype) if stats_dtype is not None else x, check_lambda(e_lambda))
+    return w.astype(x.dtype) if stats_dtype is not None else w
+
+
 def _simam_plain(x: paddle.Tensor, e_lambda: float) -> paddle.Tensor:
     """The formula as plain operations. Kept to ops paddle2onnx converts: no scalar / tensor."""
     stats_dtype = _STATS_DTYPE.get(x.dtype)
     xs = x.astype(stats_dtype) if stats_dtype is not None else x
-    _, n = _positions(x, xs.dtype)
-    d2 = (xs - xs.mean(axis=[2, 3], keepdim=True)).square()
-    var = d2.sum(axis=[2, 3], keepdim=True) / n
-    e = d2 / (4 * (var + e_lambda)) + 0.5
-    y = xs * F.sigmoid(e)
+    y = xs * _weight_plain(xs, e_lambda)
     return y.astype(x.dtype) if stats_dtype is not None else y
 
 
@@ -223,7 +245,11 @@ class _SimAMFunction(PyLayer):
         return dx.astype(x.dtype) if stats_dtype is not None else dx
 
 
-def simam(x: paddle.Tensor, e_lambda: float = 1e-4, backend: str = "auto") -> paddle.Tensor:
+# not_to_static: dy2static would re-create these functions from their source in a module of its own,
+# where the default E_LAMBDA is not defined; their bodies branch on Python values only, so a static
+# graph records the same operators when they run as they are.
+@paddle.jit.not_to_static
+def simam(x: paddle.Tensor, e_lambda: float = E_LAMBDA, backend: str = "auto") -> paddle.Tensor:
     """Apply SimAM to x ([B, C, H, W], any float dtype); returns a tensor of x's shape and dtype.
 
     With H*W == 1 the formula reads 0/0 (the official code returns NaN). The limit used here: a single
@@ -251,14 +277,14 @@ class SimAM(nn.Layer):
     """SimAM attention layer: ``SimAM(channels=None, e_lambda=1e-4, backend="auto")``.
 
     ``channels`` is accepted and ignored, so that every attention layer can be built as
-    ``layer(channels, **kwargs)``. ``e_lambda`` is the lambda of the formula: 1e-4 is the official
-    default, the notebook's CIFAR-10 runs use 1e-5, the official ImageNet runs 0.1. ``backend``
+    ``layer(channels, **kwargs)``. ``e_lambda`` is the lambda of the formula (default ``E_LAMBDA``,
+    the official module's 1e-4; the notebook's CIFAR-10 runs use 1e-5, the official ImageNet runs 0.1). ``backend``
     picks the implementation (see the module docstring). Built on a CPU device with a backend that
     may use the compiled kernel, the layer builds or loads it now, so that the one-off build does
     not land inside the first (timed) training step.
     """
 
-    def __init__(self, channels: int | None = None, e_lambda: float = 1e-4, backend: str = "auto"):
+    def __init__(self, channels: int | None = None, e_lambda: float = E_LAMBDA, backend: str = "auto"):
         super().__init__()
         self.e_lambda = check_lambda(e_lambda)
         self.backend = check_backend(backend)

@@ -14,13 +14,13 @@ Within :func:`simam.deploy_operator` (``simam_paddle.export`` uses it), static g
 as this operator, and ``fusion.run_sequential`` records SimAM -> ReLU (-> max-pool) as one.
 
 Deployment: a program that holds ``simam_deploy`` runs only in a process that has loaded this
-library (``prepare()``; ``simam_paddle.export.paddle_runner`` does it) and only on the CPU, so
+library (``prepare()``; ``simam_paddle.runner.paddle_runner`` does it) and only on the CPU, so
 every export also holds the same model in standard operators, for GPUs, TensorRT, C++ deployments
 without the library, and as the fallback where the library cannot be built. C++ programs load the
 library file (:func:`library_file`) as any Paddle custom operator library.
 
-The library is built as every operator library of this package is (``custom_ops.py``), links
-against Paddle's oneDNN (it reads and writes oneDNN memory descriptors: ``onednn.py``) and against
+The library is built as every operator library of this package is (``simam_paddle.native``), links
+against Paddle's oneDNN (it reads and writes oneDNN memory descriptors: ``native/onednn.py``) and against
 the OpenMP runtime Paddle's oneDNN runs on: Intel's ``libiomp5.so`` where Paddle ships it (its x86
 wheels), else GCC's. With a runtime of its own, the idle threads of the two runtimes spin against
 each other on the same cores and slow the convolutions too. Its threads are those of the engine
@@ -33,8 +33,7 @@ from pathlib import Path
 
 import paddle
 
-from . import onednn, threads
-from .custom_ops import OperatorLibrary
+from ..native import OperatorLibrary, onednn, threads
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = (CSRC / "simam_deploy_op.cc",)
@@ -60,8 +59,8 @@ def prepare() -> bool:
 
 
 def status() -> dict:
-    """{"available": bool, "error": str | None} of this process."""
-    return {"available": LIBRARY.module is not None, "error": LIBRARY.error}
+    """Whether this process has the operator: ``OperatorLibrary.status()`` (available, version, threads, error)."""
+    return LIBRARY.status()
 
 
 def library_file() -> Path:

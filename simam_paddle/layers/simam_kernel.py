@@ -1,20 +1,20 @@
-"""The fused CPU kernel of SimAM: build on first use (see ``custom_ops.py``), load, call.
+"""The fused CPU kernel of SimAM: build on first use (``simam_paddle.native``), load, call.
 
 Two Paddle custom operators (forward and backward each, OpenMP over the B*C channels), compiled
 into one library with ``paddle.utils.cpp_extension.load``: ``simam_fused`` (``csrc/simam_op.cc``),
 SimAM itself, and ``simam_relu_maxpool`` (``csrc/simam_relu_pool_op.cc``), SimAM, ReLU and an
 optional max-pool as one call (see ``fusion.py``); ``csrc/simam_channel.h`` holds the per-channel
 arithmetic both share. Built and cached as every operator library of this package is
-(``custom_ops.py``).
+(``simam_paddle.native``).
 
-Threads: those of Paddle's own CPU operators and oneDNN, on the same OpenMP runtime (``threads.py``:
+Threads: those of Paddle's own CPU operators and oneDNN, on the same OpenMP runtime (``native/threads.py``:
 ``$SIMAM_PADDLE_NUM_THREADS``, else the available cores, at most 8; set by :func:`prepare`). The
 channels are handed out in chunks, so a thread that a busy machine deschedules holds up one chunk,
 not half the tensor; the result is the same, to the bit, for any number of threads.
 
 The kernel is an optimisation, not a requirement: where it cannot be built, :func:`prepare`
 returns False with one warning and SimAM uses its pure-Paddle path; ``status()`` says which, with
-the build error; ``SIMAM_PADDLE_REQUIRE_KERNEL=1`` makes it an error (see ``custom_ops.py``).
+the build error; ``SIMAM_PADDLE_REQUIRE_KERNEL=1`` makes it an error (see ``simam_paddle.native``).
 ``SimAM`` calls :func:`prepare` when it is built on a CPU device, so the build never falls inside
 a timed training step; call it yourself to build ahead of time.
 """
@@ -25,8 +25,7 @@ from pathlib import Path
 
 import paddle
 
-from . import threads
-from .custom_ops import OperatorLibrary
+from ..native import OperatorLibrary, threads
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 # The operators (compiled into one library) and the header they share.
@@ -52,8 +51,8 @@ def prepare() -> bool:
 
 
 def status() -> dict:
-    """Which SimAM CPU path this process has: {"kernel": bool, "threads": int, "error": str | None}."""
-    return {"kernel": LIBRARY.module is not None, "threads": threads.running(), "error": LIBRARY.error}
+    """Whether this process has the kernel: ``OperatorLibrary.status()`` (available, version, threads, error)."""
+    return LIBRARY.status()
 
 
 def num_threads() -> int:

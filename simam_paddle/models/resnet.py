@@ -6,7 +6,8 @@ SimAM has no parameters, so ``resnet50_simam`` has exactly the parameters of ``r
 names: a plain ResNet's weights load unchanged (``plain_weights=``), e.g. ImageNet weights saved by
 ``paddle.vision.models.resnet50(pretrained=True)`` on a machine that can download them.
 
-The official ImageNet runs used lambda = 0.1; the default here is the official module's 1e-4.
+The lambda of the official ImageNet runs is in each model's record (``simam_paddle.models.MODELS``);
+the default here is SimAM's (``simam_paddle.layers.simam.E_LAMBDA``).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ built, so the weights of another model load "successfully" into random ones. ``l
 one way this package loads weights: strict by default (every key present on both sides with the same
 shape, else a ``WeightsMismatch`` naming the source, the model and the first mismatches), and with
 ``strict=False`` a deliberate partial load that returns, and the caller reports, what it skipped.
+``load_pretrained`` is fine-tuning's load: strict, but for a classifier of another number of classes,
+which keeps its new values.
 """
 
 from __future__ import annotations
@@ -15,11 +17,8 @@ from pathlib import Path
 import paddle
 from paddle import nn
 
-SHOWN = 6  # mismatched keys named in a message, per kind
-
-
-class WeightsMismatch(ValueError):
-    """A state dict that does not fit a model; the message names the source, the model and the keys."""
+from ..errors import WeightsMismatch
+from ..layers.messages import listed
 
 
 def read_state(weights: str | Path | dict) -> tuple[dict, str]:
@@ -36,10 +35,6 @@ def read_state(weights: str | Path | dict) -> tuple[dict, str]:
     if not isinstance(state, dict):
         raise WeightsMismatch(f"{path} holds a {type(state).__name__}, not a state dict of parameters")
     return state, str(path)
-
-
-def _listed(keys: list[str]) -> str:
-    return ", ".join(keys[:SHOWN]) + (f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else "")
 
 
 def load_weights(
@@ -62,10 +57,10 @@ def load_weights(
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(k for k in set(own) & set(state) if list(state[k].shape) != list(own[k].shape))
     if strict and (missing or unexpected or mismatched):
-        problems = [f"{label}: {_listed(keys)}" for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        problems = [f"{label}: {listed(keys)}" for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
         if mismatched:
             shapes = [f"{k} {list(state[k].shape)} vs {list(own[k].shape)}" for k in mismatched]
-            problems.append(f"shape differs (file vs model): {_listed(shapes)}")
+            problems.append(f"shape differs (file vs model): {listed(shapes)}")
         name = model_name or type(model).__name__
         raise WeightsMismatch(
             f"{source} does not fit the model {name} (" + "; ".join(problems) + "). "
@@ -73,7 +68,26 @@ def load_weights(
         )
     skipped = sorted(missing + mismatched)
     if skipped:
-        warnings.warn(f"{source}: {len(skipped)} key(s) not loaded, kept as built (strict=False): {_listed(skipped)}",
+        warnings.warn(f"{source}: {len(skipped)} key(s) not loaded, kept as built (strict=False): {listed(skipped)}",
                       stacklevel=2)
     model.set_state_dict({**{k: own[k] if k in skipped else state[k] for k in own}, **kept})
     return skipped
+
+
+def load_pretrained(model: nn.Layer, weights: str | Path, model_name: str, source: str | None = None) -> str:
+    """Initialise ``model`` (the model ``model_name`` of ``simam_paddle.models.MODELS``) from the weights file
+    ``weights``, strictly, except the classifier that the model's record names when its number of classes
+    differs (left as built); return what was done, for the log. ``source`` names the weights in messages
+    (default: the path)."""
+    from . import MODELS  # the registry imports this module
+
+    head = MODELS[model_name].head
+    state, _ = read_state(weights)
+    own = model.state_dict()
+    new_head = [k for k in head if k in state and list(state[k].shape) != list(own[k].shape)]
+    load_weights(model, state, model_name=model_name, source=source or str(weights), keep=tuple(new_head))
+    if not new_head:
+        return f"initialised from {weights} (every parameter)"
+    theirs = list(state[head[0]].shape)[-1] if head[0] in state else "?"
+    return (f"initialised from {weights}, except the classifier {', '.join(new_head)}, which starts new: the weights "
+            f"have {theirs} classes, the model {list(own[head[0]].shape)[-1]}")

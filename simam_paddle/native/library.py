@@ -1,8 +1,8 @@
-"""Custom C++ operators of this package: built on first use, cached per user, loaded once per process.
+"""Custom C++ operator libraries: built on first use, cached per user, loaded once per process.
 
-Three libraries are built this way: SimAM's fused CPU kernel (``simam_kernel.py``), the SimAM
-operator of exported models (``simam_deploy.py``) and the oneDNN convolutions
-(``simam_paddle.fastconv``). Each is an :class:`OperatorLibrary`: compiled with
+Three libraries are built this way: SimAM's fused CPU kernel (``simam_paddle.layers.simam_kernel``),
+the SimAM operator of exported models (``simam_paddle.layers.simam_deploy``) and the oneDNN
+convolutions (``simam_paddle.fastconv.kernel``). Each is an :class:`OperatorLibrary`: compiled with
 ``paddle.utils.cpp_extension.load`` into a per-user cache directory, ``$SIMAM_PADDLE_CACHE_DIR`` or
 ``~/.cache/simam_paddle`` (``$XDG_CACHE_HOME`` is honoured), under a name that changes with the
 sources and their folder, the flags, the Paddle installation and Python; the first build takes
@@ -11,9 +11,10 @@ processes.
 
 Each library is an optimisation, not a requirement: when the compiler is missing or the build
 fails, ``prepare()`` returns False and logs one warning, and the caller takes its pure-Paddle path;
-``status()`` says which, with the error. ``SIMAM_PADDLE_REQUIRE_KERNEL=1`` makes an unavailable
-library an error instead (CI sets it, so an operator that stops building fails the tests rather than
-skipping them). Ctrl-C during a build interrupts it; the next call tries again.
+``status()`` says which, with the error, in the same keys for every library.
+``SIMAM_PADDLE_REQUIRE_KERNEL=1`` makes an unavailable library an error instead (CI sets it, so an
+operator that stops building fails the tests rather than skipping them). Ctrl-C during a build
+interrupts it; the next call tries again.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import io
 import logging
 import os
 import platform
+import shutil
 import sys
+import sysconfig
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -109,6 +112,16 @@ def build_operators(directory: Path, name: str, sources: tuple[Path, ...], ops: 
     return module
 
 
+def missing_compiler() -> str | None:
+    """Why no library can be compiled here, when the C++ compiler that Paddle's extension builder
+    calls (``$CXX``, else Python's build configuration: ``g++`` on Linux) is not on the PATH; else None."""
+    compiler = (os.environ.get("CXX") or sysconfig.get_config_var("CXX") or "c++").split()[0]
+    if shutil.which(compiler) is None:
+        return (f"no C++ compiler: {compiler} is not on the PATH; install one (Debian/Ubuntu: apt-get install g++) "
+                "or point $CXX at it, and the next start builds the library")
+    return None
+
+
 REQUIRE_ENV = "SIMAM_PADDLE_REQUIRE_KERNEL"
 
 
@@ -170,16 +183,45 @@ class OperatorLibrary:
                 try:
                     if self.check is not None:
                         self.version = self.check()
+                    if not self.is_built() and (why := missing_compiler()):
+                        raise RuntimeError(why)  # before Paddle's builder, which fails with pages of tracebacks
                     self.module = self.build_and_load()
                 except Exception as exc:
                     self.error = str(exc).strip() or type(exc).__name__
-                    logger.warning("%s is unavailable, %s (%s)", self.what, self.fallback,
-                                   self.error.splitlines()[0])
-                    logger.debug("%s: build output:\n%s", self.what, self.error)
+                    self._report_fallback()
                 self.tried = True  # not reached on Ctrl-C: the next call tries again
         if self.module is None and required():
             raise KernelUnavailable(f"{REQUIRE_ENV} is set, but {self.what} is unavailable: {self.error}")
         return self.module is not None
+
+    def is_built(self) -> bool:
+        """Whether the compiled library is in the cache (it then loads without a compiler)."""
+        name = f"simam_paddle_{self.name}"
+        return (self.cache_dir() / name / f"{name}.so").is_file()
+
+    def _report_fallback(self) -> None:
+        """One warning line naming the fallback and the reason, the first time a reason is met for this
+        cache; the same reason again (each later start of a machine without a compiler, say) is
+        logged at INFO level only, and ``status()`` and a run's history still record it."""
+        reason = self.error.splitlines()[0]
+        told = self.cache_dir() / "unavailable.txt"
+        try:
+            repeated = told.is_file() and told.read_text() == reason
+            if not repeated:
+                told.parent.mkdir(parents=True, exist_ok=True)
+                told.write_text(reason)
+        except OSError:
+            repeated = False
+        logger.log(logging.INFO if repeated else logging.WARNING, "%s is unavailable, %s (%s)", self.what,
+                   self.fallback, reason)
+        logger.debug("%s: build output:\n%s", self.what, self.error)
+
+    def status(self) -> dict:
+        """What this process has of the library, the same keys for every library: {"available": bool,
+        "version": the version its check reported (oneDNN's "X.Y.Z") or None, "threads": the threads its
+        operators run on (``threads.running()``), "error": why it is unavailable, or None}."""
+        return {"available": self.module is not None, "version": self.version, "threads": threads.running(),
+                "error": self.error}
 
     def file(self) -> Path:
         """The compiled library (built now if need be), for programs and tests that open it themselves."""

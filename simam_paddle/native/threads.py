@@ -67,9 +67,14 @@ def default_threads() -> int:
     return min(max(available_cores() // local_processes, 1), MAX_DEFAULT_THREADS)
 
 
+class SettingError(ValueError):
+    """An environment variable of the library (``$SIMAM_PADDLE_NUM_THREADS``, ``$SIMAM_PADDLE_BACKEND``) with
+    a value it cannot use; the message names the variable and the fix. The tools report it as bad input."""
+
+
 def requested() -> int:
     """The positive integer in ``$SIMAM_PADDLE_NUM_THREADS``, else :func:`default_threads`; anything else
-    is a ValueError naming the variable."""
+    is a SettingError naming the variable."""
     value = os.environ.get(ENV)
     if value is None or not value.strip():
         return default_threads()
@@ -78,7 +83,7 @@ def requested() -> int:
     except ValueError:
         threads = 0
     if threads < 1:
-        raise ValueError(f"{ENV} must be a positive integer (the threads of Paddle's and SimAM's CPU operators), "
+        raise SettingError(f"{ENV} must be a positive integer (the threads of Paddle's and SimAM's CPU operators), "
                          f"got {value!r}; unset it to use the available cores")
     return threads
 

@@ -2,7 +2,7 @@
 
 Operators that call oneDNN (``simam_paddle.fastconv``) or read its memory descriptors
 (``simam_deploy.py``) link against the ``libdnnl.so.3`` that Paddle itself ships (one copy of the
-library in the process) and compile against the headers of oneDNN 3.6 in ``csrc/onednn/`` (copied
+library in the process) and compile against the headers of oneDNN 3.6 in ``third_party/onednn/`` (copied
 from the ``onednn-devel`` 2025.0.1 package, with ``dnnl_config.h`` set to Paddle's build: OpenMP CPU
 runtime, no GPU; see its README). :func:`check_library` is their ``check`` before a build: the
 library's ``dnnl_version()`` must report the headers' major.minor version and the OpenMP runtime;
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import paddle
 
-INCLUDE = Path(__file__).resolve().parent / "csrc" / "onednn"
+INCLUDE = Path(__file__).resolve().parent / "third_party" / "onednn"
 # dnnl.hpp is included as "oneapi/dnnl/dnnl.hpp" by this package, as "dnnl.hpp" by Paddle's headers
 INCLUDE_PATHS = (INCLUDE, INCLUDE / "oneapi" / "dnnl")
 HEADERS = tuple(sorted(INCLUDE.rglob("*.h*")))
@@ -36,7 +36,7 @@ def library_path() -> Path:
 
 
 def header_version() -> tuple[int, int, int]:
-    """(major, minor, patch) of the headers in csrc/onednn."""
+    """(major, minor, patch) of the headers in third_party/onednn."""
     text = (INCLUDE / "oneapi" / "dnnl" / "dnnl_version.h").read_text()
     return tuple(int(re.search(rf"#define DNNL_VERSION_{part} (\d+)", text).group(1))
                  for part in ("MAJOR", "MINOR", "PATCH"))
