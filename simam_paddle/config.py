@@ -70,7 +70,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "download": Key(True, "bool", "let Paddle download CIFAR-10 into its cache when root is null"),
         "train_transforms": Key("recipe", "str", "train pipeline: recipe (the notebook's, step for step) | fast (same distributions, less work) | none (no augmentation)", _choice("recipe", "fast", "none"), "one of recipe, fast, none"),
         "batch_size": Key(128, "int", "images per batch, per process", _positive, ">= 1"),
-        "num_workers": Key(2, "int", "data-loading worker processes (0 = load in the main process)", _non_negative, ">= 0"),
+        "num_workers": Key(None, "int?", "data-loading worker processes (0 = load in the main process; null = auto: 0 on a machine with 2 CPU cores or fewer, where workers compete with the compute threads, else 2)", _non_negative, ">= 0 or null"),
         "limit_train": Key(None, "int?", "class-balanced subset of the training set (null = all, CIFAR-10: 50,000)", _positive, ">= 1 or null"),
         "limit_val": Key(None, "int?", "class-balanced subset of the validation set (null = all, CIFAR-10: 10,000)", _positive, ">= 1 or null"),
         "mixup_alpha": Key(0.0, "float", "batch Mixup, lam ~ Beta(alpha, alpha); 0 = off (the notebook's MixupImage did nothing)", _non_negative, ">= 0"),

@@ -27,7 +27,7 @@ import paddle.distributed as dist
 
 from . import fastconv, run_dir
 from .config import ConfigError, check_config, describe, load_config
-from .data import Mixup, build_loader, evenly_spaced_images, set_loader_epoch
+from .data import Mixup, build_loader, evenly_spaced_images, set_loader_epoch, worker_count
 from .distributed import all_reduce_sum
 from .errors import DataError, Interrupted, MissingDependency, TrainingDiverged
 from .evaluate import evaluate, model_throughput
@@ -222,7 +222,7 @@ class Trainer:
         self.log(f"SimAM implementation: {describe_simam(simam_implementation(self.model))}")
         self.log(f"Convolutions: {describe_conv(fastconv.implementation(self.model))}")
         self.log(f"CPU threads: {threads.running()} for every operator of a step, data loading: "
-                 f"{self.config['data']['num_workers']} worker processes ({threads.ENV} sets the threads)")
+                 f"{worker_count(self.config['data']['num_workers'])} worker processes ({threads.ENV} sets the threads)")
         for epoch in range(self.start_epoch, tc["epochs"]):
             lr = self.optimizer.get_lr()
             stats = self.train_epoch(epoch)
