@@ -195,6 +195,7 @@ def test_missing_keys_take_defaults(archive):
     train, val = build_loaders(cfg)
     assert len(train) == 5 and len(val) == 2
     assert SCHEMA["data"]["num_workers"].default is None and train.num_workers == worker_count(None)
+    assert not isinstance(train.dataset.dataset.transform, FastTrainTransform)  # "recipe"
 
 
 def test_auto_workers_load_in_the_main_process_on_two_cores(monkeypatch):
@@ -204,7 +205,6 @@ def test_auto_workers_load_in_the_main_process_on_two_cores(monkeypatch):
         monkeypatch.setattr(threads, "available_cores", lambda cores=cores: cores)
         assert worker_count(None) == workers, cores
     assert worker_count(0) == 0 and worker_count(3) == 3
-    assert not isinstance(train.dataset.dataset.transform, FastTrainTransform)  # "recipe"
 
 
 def test_a_tool_that_needs_the_test_split_reads_only_it(archive, monkeypatch):
