@@ -202,7 +202,7 @@ class OperatorLibrary:
     def _report_fallback(self) -> None:
         """One warning line naming the fallback and the reason, the first time a reason is met for this
         cache; the same reason again (each later start of a machine without a compiler, say) is
-        logged at INFO level only, and ``status()`` and a run's history still record it."""
+        logged at DEBUG level only, and ``status()`` and a run's history still record it."""
         reason = self.error.splitlines()[0]
         told = self.cache_dir() / "unavailable.txt"
         try:
@@ -212,7 +212,7 @@ class OperatorLibrary:
                 told.write_text(reason)
         except OSError:
             repeated = False
-        logger.log(logging.INFO if repeated else logging.WARNING, "%s is unavailable, %s (%s)", self.what,
+        logger.log(logging.DEBUG if repeated else logging.WARNING, "%s is unavailable, %s (%s)", self.what,
                    self.fallback, reason)
         logger.debug("%s: build output:\n%s", self.what, self.error)
 
