@@ -15,11 +15,12 @@ flag means one thing everywhere, defined once here:
 One exit code means one kind of outcome:
 
     0    done
-    1    the work ran and failed (an export that does not match its model, a run that failed)
+    1    the work ran and failed (an export that does not match its model, a run that failed, a full disk)
     2    bad input: an argument, config key, file or data source that cannot be used (nothing done):
          a ``simam_paddle.errors.BadInput``, a missing file, or an argument argparse refuses
     3    training diverged (NaN or Inf loss); the last completed epoch is kept
-    130  interrupted (Ctrl-C)
+    130  interrupted (Ctrl-C, SIGINT)
+    143  terminated (SIGTERM: kill, timeout, a scheduler's stop), handled as Ctrl-C is
 
 Any other exception is a bug: it keeps its traceback (exit 1).
 
@@ -35,15 +36,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-from .errors import BadInput, ConfigError, ExportError, TrainingDiverged
+from .errors import BadInput, ConfigError, DiskFull, ExportError, Interrupted, TrainingDiverged
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 # Paddle's harmless start-up notices, by the text they start with.
 HARMLESS_WARNINGS = ("No ccache found",)
@@ -137,24 +140,34 @@ def overrides(texts: list[str], tool: str, allowed: tuple[str, ...], why: str) -
     return list(texts)
 
 
+def _terminate(signum, frame) -> None:
+    raise Interrupted("terminated", signum)
+
+
 def run(main: Callable[[], int | None]) -> int:
-    """Call a tool's ``main`` and turn its failures into one message and the convention's exit code."""
+    """Call a tool's ``main`` and turn its failures into one message and the convention's exit code.
+
+    SIGTERM raises :class:`Interrupted` in the main thread, as Ctrl-C raises KeyboardInterrupt (it
+    replaces Paddle's handler, which aborts the process with a C++ report), so that a stopped tool
+    cleans up and says what it kept either way."""
     from .native import KernelUnavailable, SettingError
 
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return main() or EXIT_OK
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
-    except (ExportError, KernelUnavailable) as exc:
+    except (ExportError, KernelUnavailable, DiskFull) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except (BadInput, SettingError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"\n{str(exc) or 'interrupted'}", file=sys.stderr)
+        return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
 
 
 def shipped_configs(folder: str = "configs") -> dict[str, Path]:

@@ -38,6 +38,11 @@ def _model_names() -> list[str]:
     return list_models()
 
 
+# NumPy's global seed takes 0 .. 2^32 - 1; a run's epochs stay within what its schedule and ETA can count.
+MAX_SEED = 2**32 - 1
+MAX_EPOCHS = 100_000
+
+
 def _positive(v):
     return v > 0
 
@@ -65,7 +70,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "download": Key(True, "bool", "let Paddle download CIFAR-10 into its cache when root is null"),
         "train_transforms": Key("recipe", "str", "train pipeline: recipe (the notebook's, step for step) | fast (same distributions, less work) | none (no augmentation)", _choice("recipe", "fast", "none"), "one of recipe, fast, none"),
         "batch_size": Key(128, "int", "images per batch, per process", _positive, ">= 1"),
-        "num_workers": Key(2, "int", "data-loading worker processes (0 = load in the main process)", _non_negative, ">= 0"),
+        "num_workers": Key(None, "int?", "data-loading worker processes (0 = load in the main process; null = auto: 0 on a machine with 2 CPU cores or fewer, where workers compete with the compute threads, else 2)", _non_negative, ">= 0 or null"),
         "limit_train": Key(None, "int?", "class-balanced subset of the training set (null = all, CIFAR-10: 50,000)", _positive, ">= 1 or null"),
         "limit_val": Key(None, "int?", "class-balanced subset of the validation set (null = all, CIFAR-10: 10,000)", _positive, ">= 1 or null"),
         "mixup_alpha": Key(0.0, "float", "batch Mixup, lam ~ Beta(alpha, alpha); 0 = off (the notebook's MixupImage did nothing)", _non_negative, ">= 0"),
@@ -74,10 +79,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "smoothing": Key(0.1, "float", "label smoothing epsilon", lambda v: 0 <= v < 1, "in [0, 1)"),
     },
     "train": {
-        "epochs": Key(50, "int", "number of epochs", _positive, ">= 1"),
+        "epochs": Key(50, "int", "number of epochs", lambda v: 1 <= v <= MAX_EPOCHS, f"between 1 and {MAX_EPOCHS:,}"),
         "lr": Key(5e-4, "float", "Adam learning rate, annealed by a cosine over all iterations", _positive, "> 0"),
         "weight_decay": Key(1e-5, "float", "L2 regularisation added to the gradient (Paddle's float weight_decay)", _non_negative, ">= 0"),
-        "seed": Key(42, "int", "seed of weights, data order, augmentation and dropout"),
+        "seed": Key(42, "int", "seed of weights, data order, augmentation and dropout", lambda v: 0 <= v <= MAX_SEED, f"between 0 and {MAX_SEED:,} (2^32 - 1, NumPy's range)"),
         "output_dir": Key("runs/alexnet_simam", "str", "run directory: checkpoints, logs, history, figures"),
         "log_interval": Key(10, "int", "write a log line every N iterations", _positive, ">= 1"),
         "loss_record_interval": Key(10, "int", "record the training loss every N iterations (the notebook: 10)", _positive, ">= 1"),

@@ -22,6 +22,8 @@ simam_paddle.<tool>`` (whose module is then ``__main__``) raises the same classe
 catches.
 """
 
+import signal
+
 
 class BadInput(ValueError):
     """Input that cannot be used; the message names it and the fix."""
@@ -56,9 +58,27 @@ class MissingDependency(BadInput):
     """An optional package that the asked-for work needs is not installed; the message says how to install it."""
 
 
+class FolderInUse(PathError):
+    """A run directory or export folder that another living process holds (``io.hold_lock``); nothing was done."""
+
+
+class DiskFull(RuntimeError):
+    """A write found no space left on its device; the message names the file, the space left, and says
+    that what was written before is intact (``io``'s writes replace a file only once the new one is complete)."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf."""
 
 
 class ExportError(RuntimeError):
     """An export that could not be made or does not match its model; the message says why."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped the work; the message says what was kept. A subclass of
+    KeyboardInterrupt, so that every clean-up that Ctrl-C runs runs for SIGTERM too."""
+
+    def __init__(self, message: str = "interrupted", signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum

@@ -74,7 +74,7 @@ EVALUATE_KEYS = ("data", "loss")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data import build_loader
+    from .data import build_loader, worker_count
     from .runner import open_model
 
     p = cli.parser("evaluate", __doc__.split("\n")[0])
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  val loss {result['loss']:.4f}  val acc {result['acc']:.4f}")
         print(f"  throughput: model-only {model_ips:.1f} img/s (batch {config['data']['batch_size']}, ready tensors, "
               f"median of {args.rounds} after warm-up); end-to-end {result['ips']:.1f} img/s "
-              f"(through the loader, {config['data']['num_workers']} workers)")
+              f"(through the loader, {worker_count(config['data']['num_workers'])} workers)")
 
     return cli.run(work)
 

@@ -64,7 +64,7 @@ from .config import apply_overrides
 from .data import sample_images
 from .data.transforms import MEAN, STD
 from .errors import ArgumentError, ExportError
-from .io import atomic_write_json, remove_temp_files
+from .io import atomic_write_json, hold_lock, release_lock, remove_temp_files
 from .layers import simam_deploy
 from .layers.simam import SimAM, deploy_operator
 from .run_dir import EXPORT, WEIGHTS, load_run_model, run_classes
@@ -227,6 +227,8 @@ def export(
 
     created = [p for p in (output.parent, *output.parent.parents) if not p.exists()]  # removed again on failure
     output.parent.mkdir(parents=True, exist_ok=True)
+    lock = output.parent / f".{output.name}.lock"
+    hold_lock(lock, f"the export folder {output}")
     remove_temp_files(output.parent, output.name)
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
     staging.chmod(0o755)  # mkdtemp's 0700 would make the export private to this user
@@ -286,6 +288,8 @@ def export(
         if staging.exists():
             shutil.rmtree(staging)
         if not output.exists():
+            release_lock(lock)  # a failed first export leaves nothing, its lock file included
+            lock.unlink(missing_ok=True)
             for folder in created:  # innermost first: the folders this export made, if left empty
                 if folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()

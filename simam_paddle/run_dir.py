@@ -33,7 +33,7 @@ import paddle
 from .config import NON_COMPUTATIONAL, ConfigError, defaults, load_config, save_config
 from .data import class_names, classes_of
 from .errors import ArgumentError, CheckpointError, DataError, PathError
-from .io import atomic_paddle_save, atomic_write_json, remove_temp_files
+from .io import LOCK_NAME, atomic_paddle_save, atomic_write_json, hold_lock, remove_temp_files
 from .layers.messages import listed
 from .models import load_weights
 from .models.from_config import build_from_config
@@ -178,11 +178,14 @@ def pretrained_path(path: str | Path) -> Path:
 def start_run(out: Path, config: dict) -> str:
     """Make ``out`` ready to start (or resume) the run ``config`` asks for; return where it starts (as ``run_state``).
 
+    It first takes the directory's lock for the rest of the process (``io.hold_lock``): a second
+    process that prepares the same directory is refused, naming the holder, before it touches anything.
     Call it after everything else has been validated: with ``train.overwrite`` it moves the old run
     aside (``commit_replacement`` removes it, ``restore_replaced`` puts it back). With ``train.resume``
     it is the state of the run there: ``"resumable"``, ``"finished"``, or ``"new"`` when no epoch completed.
     """
     train = config["train"]
+    hold_lock(out / LOCK_NAME, f"the run directory {out}")  # before anything in it is touched
     recover_replaced(out)
     remove_temp_files(out)
     if train["resume"]:

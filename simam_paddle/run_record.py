@@ -16,6 +16,7 @@ import paddle
 import paddle.distributed as dist
 
 from . import fastconv
+from .io import disk_full
 from .layers import SimAM, simam_kernel
 from .layers.simam import resolve_backend
 from .models import parameter_count
@@ -54,6 +55,7 @@ class RunLog:
     """Log lines to stdout and ``train.log`` (rank 0 only); a live progress line on a terminal."""
 
     def __init__(self, path: Path | None):
+        self.path = path
         self.file = open(path, "a") if path is not None else None
         self.live = sys.stdout.isatty() and path is not None
 
@@ -62,8 +64,12 @@ class RunLog:
             return
         line = f"[{datetime.datetime.now():%Y-%m-%d %H:%M:%S}] {message}"
         print(("\r\033[K" if self.live else "") + line, flush=True)
-        self.file.write(line + "\n")
-        self.file.flush()
+        try:
+            self.file.write(line + "\n")
+            self.file.flush()
+        except OSError as exc:
+            self.file = None  # the log is what cannot be written: stop writing it
+            raise disk_full(self.path, exc) or exc from None
 
     def progress(self, message: str) -> None:
         if self.live:

@@ -16,6 +16,7 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 
 import math
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -26,9 +27,9 @@ import paddle.distributed as dist
 
 from . import fastconv, run_dir
 from .config import ConfigError, check_config, describe, load_config
-from .data import Mixup, build_loader, evenly_spaced_images, set_loader_epoch
+from .data import Mixup, build_loader, evenly_spaced_images, set_loader_epoch, worker_count
 from .distributed import all_reduce_sum
-from .errors import DataError, MissingDependency, TrainingDiverged
+from .errors import DataError, Interrupted, MissingDependency, TrainingDiverged
 from .evaluate import evaluate, model_throughput
 from .io import atomic_paddle_save, atomic_write_json
 from .losses import LabelSmoothingCrossEntropy
@@ -104,6 +105,7 @@ class Trainer:
         self.criterion = LabelSmoothingCrossEntropy(config["loss"]["smoothing"])
         self.history = new_history(config, self.model, self.steps)
         self.start_epoch, self.best_acc = 0, -1.0
+        self.completed_epochs = 0  # the last epoch saved in the run directory
         if self.main:
             self.start = run_dir.start_run(self.out, config)
         else:
@@ -119,6 +121,7 @@ class Trainer:
                                   f"({', '.join(self.classes)}); resume with the run's own data, or start a new run")
             state = run_dir.resume_state(self.out, config, self.model, self.optimizer)
             self.history, self.start_epoch, self.best_acc = state["history"], state["epoch"], state["best_acc"]
+            self.completed_epochs = self.start_epoch
         if tc["amp"] == "O2":  # O2 keeps float16 weights with float32 master copies in the optimizer
             self.model, self.optimizer = paddle.amp.decorate(models=self.model, optimizers=self.optimizer, level="O2")
         self.net = paddle.DataParallel(self.model) if self.world > 1 else self.model
@@ -219,7 +222,7 @@ class Trainer:
         self.log(f"SimAM implementation: {describe_simam(simam_implementation(self.model))}")
         self.log(f"Convolutions: {describe_conv(fastconv.implementation(self.model))}")
         self.log(f"CPU threads: {threads.running()} for every operator of a step, data loading: "
-                 f"{self.config['data']['num_workers']} worker processes ({threads.ENV} sets the threads)")
+                 f"{worker_count(self.config['data']['num_workers'])} worker processes ({threads.ENV} sets the threads)")
         for epoch in range(self.start_epoch, tc["epochs"]):
             lr = self.optimizer.get_lr()
             stats = self.train_epoch(epoch)
@@ -247,6 +250,7 @@ class Trainer:
                                         {"epoch": epoch + 1, "best_acc": self.best_acc, "history": h, "config": self.config})
                 run_dir.commit_replacement(self.out)
                 atomic_write_json(self.out / run_dir.HISTORY, h)
+                self.completed_epochs = epoch + 1
         self.finish()
         return h
 
@@ -289,9 +293,18 @@ def train(config: dict) -> dict:
     trainer = Trainer(config)
     try:
         return trainer.fit()
-    except BaseException:
-        if trainer.main and run_dir.restore_replaced(trainer.out):
+    except BaseException as exc:
+        restored = trainer.main and run_dir.restore_replaced(trainer.out)
+        if restored:
             print(f"the run that --overwrite was replacing is back in {trainer.out}", file=sys.stderr)
+        if isinstance(exc, KeyboardInterrupt):
+            what = "terminated" if getattr(exc, "signum", signal.SIGINT) == signal.SIGTERM else "interrupted"
+            if trainer.completed_epochs and not restored:
+                kept = (f"epoch {trainer.completed_epochs} is the last one saved in {trainer.out}; "
+                        "continue with --resume")
+            else:
+                kept = "no epoch of this run was completed, so none was saved"
+            raise Interrupted(f"{what}: {kept}", getattr(exc, "signum", signal.SIGINT)) from None
         raise
 
 
@@ -342,11 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(describe(config), end="")
             return cli.EXIT_OK
-        try:
-            train(config)
-        except KeyboardInterrupt:
-            print("\ninterrupted: the last completed epoch is saved; continue with --resume", file=sys.stderr)
-            return cli.EXIT_INTERRUPTED
+        train(config)
         return cli.EXIT_OK
 
     return cli.run(work)

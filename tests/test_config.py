@@ -26,7 +26,7 @@ def test_reproduction_configs_hold_the_notebook_recipe(name):
     assert c["data"]["image_size"] == 128
     assert c["data"]["train_transforms"] == "recipe"
     assert c["data"]["mixup_alpha"] == 0.0
-    assert (c["data"]["batch_size"], c["data"]["num_workers"]) == (128, 2)
+    assert (c["data"]["batch_size"], c["data"]["num_workers"]) == (128, None)  # workers: auto
     assert (c["data"]["limit_train"], c["data"]["limit_val"]) == (None, None)
     assert c["loss"]["smoothing"] == 0.1
     t = c["train"]
@@ -73,7 +73,8 @@ def test_bare_off_is_the_string_off(tmp_path):
         ("train.epoch=3", r"unknown key train\.epoch; valid keys of train: epochs"),
         ("trian.epochs=3", r"unknown section 'trian'; valid sections: model, data, loss, train"),
         ("train.epochs=three", r"train\.epochs: expected int, got 'three'"),
-        ("train.epochs=0", r"train\.epochs: expected >= 1, got 0"),
+        ("train.epochs=0", r"train\.epochs: expected between 1 and 100,000, got 0"),
+        ("train.seed=-1", r"train\.seed: expected between 0 and 4,294,967,295"),
         ("data.batch_size=0", r"data\.batch_size: expected >= 1, got 0"),
         ("data.batch_size=1.5", r"data\.batch_size: expected int"),
         ("loss.smoothing=1.0", r"loss\.smoothing: expected in \[0, 1\), got 1\.0"),

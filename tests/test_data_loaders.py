@@ -17,7 +17,7 @@ from simam_paddle.data import (
     evenly_spaced_images,
     set_loader_epoch,
 )
-from simam_paddle.data.loaders import EpochBatchSampler
+from simam_paddle.data.loaders import EpochBatchSampler, worker_count
 from simam_paddle.data.sources import load_split
 from simam_paddle.data.transforms import FastTrainTransform
 
@@ -194,8 +194,17 @@ def test_missing_keys_take_defaults(archive):
     cfg = load_config(None, [f"data.root={archive[0]}", "data.batch_size=10"])
     train, val = build_loaders(cfg)
     assert len(train) == 5 and len(val) == 2
-    assert train.num_workers == SCHEMA["data"]["num_workers"].default
+    assert SCHEMA["data"]["num_workers"].default is None and train.num_workers == worker_count(None)
     assert not isinstance(train.dataset.dataset.transform, FastTrainTransform)  # "recipe"
+
+
+def test_auto_workers_load_in_the_main_process_on_two_cores(monkeypatch):
+    from simam_paddle.native import threads
+
+    for cores, workers in ((1, 0), (2, 0), (3, 2), (64, 2)):
+        monkeypatch.setattr(threads, "available_cores", lambda cores=cores: cores)
+        assert worker_count(None) == workers, cores
+    assert worker_count(0) == 0 and worker_count(3) == 3
 
 
 def test_a_tool_that_needs_the_test_split_reads_only_it(archive, monkeypatch):

@@ -205,6 +205,11 @@ def _text_as_png(root):
     return root / "train" / "dog" / "0000.png"
 
 
+def _empty_image(root):
+    (root / "train" / "cat" / "0000.png").write_bytes(b"")
+    return root / "train" / "cat" / "0000.png"
+
+
 def _stray_file(root):
     (root / "train" / "dog" / "notes.txt").write_text("hello")
     return root / "train" / "dog" / "notes.txt"
@@ -222,6 +227,7 @@ def _smaller_image(root):
         (_empty_folder, ValueError, "empty class folder"),
         (_extra_folder, ValueError, "unexpected folder"),
         (_text_as_png, ValueError, "not a readable image"),
+        (_empty_image, ValueError, "an empty file"),
         (_stray_file, ValueError, "not an image file"),
         (_smaller_image, ValueError, "image of size 16x16"),
     ],
@@ -253,6 +259,10 @@ def test_load_image_errors(tmp_path):
     junk.write_bytes(b"\x00" * 50)
     with pytest.raises(ValueError, match=f"{junk}: not a readable image"):
         load_image(junk)
+    empty = tmp_path / "empty.jpg"
+    empty.touch()
+    with pytest.raises(ValueError, match=f"{empty}: an empty file"):
+        load_image(empty)
 
 
 def test_load_image_is_rgb(tmp_path):

@@ -103,13 +103,14 @@ def test_errors(run_dir, tmp_path, images, args, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_command_line_exit_status_for_a_bad_image(run_dir, tmp_path):
+@pytest.mark.parametrize("content, says", [(b"\x89PNG broken", "not a readable image"), (b"", "an empty file")])
+def test_command_line_exit_status_for_a_bad_image(run_dir, tmp_path, content, says):
     bad = tmp_path / "broken.png"
-    bad.write_bytes(b"\x89PNG broken")
+    bad.write_bytes(content)
     result = subprocess.run(
         [sys.executable, "-m", "simam_paddle.predict", str(run_dir), str(bad)], cwd=REPO_ROOT, capture_output=True, text=True
     )
-    assert result.returncode == 2 and f"{bad}: not a readable image" in result.stderr
+    assert result.returncode == 2 and f"{bad}: {says}" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_real_cifar10_jpegs(run_dir, cifar10_jpeg):

@@ -184,7 +184,11 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_root,
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("train.epochs=0", "train.epochs: expected >= 1, got 0"),
+        ("train.epochs=0", "train.epochs: expected between 1 and 100,000, got 0"),
+        ("train.epochs=10000000000", "train.epochs: expected between 1 and 100,000, got 10000000000"),
+        ("train.seed=-1", "train.seed: expected between 0 and 4,294,967,295 (2^32 - 1, NumPy's range), got -1"),
+        ("train.seed=4294967296", "train.seed: expected between 0 and 4,294,967,295"),
+        ("train.seed=18446744073709551616", "train.seed: expected between 0 and 4,294,967,295"),
         ("data.batch_size=0", "data.batch_size: expected >= 1, got 0"),
         ("loss.smoothing=1", "loss.smoothing: expected in [0, 1), got 1"),
         ("train.epochz=3", "unknown key train.epochz"),
@@ -204,6 +208,17 @@ def test_bad_config_fails_before_work_with_the_key_named(tmp_path, override, mes
 def test_missing_data_root_is_a_clear_error(tmp_path):
     proc = run_train("-o", f"data.root={tmp_path / 'nowhere'}", "-o", f"train.output_dir={tmp_path / 'r'}", check=False)
     assert proc.returncode == 2 and str(tmp_path / "nowhere") in proc.stderr
+
+
+@pytest.mark.parametrize("content, says", [(b"", "an empty file"), (b"\xff\xd8\xff\xe0 cut short", "not a readable image")])
+def test_an_unreadable_image_in_the_data_is_named(tmp_path, content, says):
+    root = write_image_folder(tmp_path / "data", train_per_class=2, test_per_class=1)
+    bad = sorted((root / "train" / "cat").iterdir())[0]
+    bad.write_bytes(content)
+    out = tmp_path / "run"
+    proc = run_train(*tiny_args(root, out), check=False)
+    assert proc.returncode == 2 and f"{bad}: {says}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_short_run_on_real_cifar10(cifar10_jpeg, tmp_path):

@@ -6,7 +6,7 @@ settings are validated by the config schema (``simam_paddle.config``) only: the 
 validated config.
 """
 
-from .loaders import CifarDataset, build_dataset, build_loader, evenly_spaced_images, set_loader_epoch
+from .loaders import CifarDataset, build_dataset, build_loader, evenly_spaced_images, set_loader_epoch, worker_count
 from .mixup import Mixup
 from .samples import Samples, class_names, preprocess, sample_images
 from .sources import CLASS_NAMES, Source, classes_of, load_image, load_split, resolve_source
@@ -28,6 +28,7 @@ __all__ = [
     "classes_of",
     "evenly_spaced_images",
     "load_image",
+    "worker_count",
     "load_split",
     "preprocess",
     "resolve_source",

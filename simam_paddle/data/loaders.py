@@ -192,6 +192,22 @@ class EpochBatches(Dataset):
         return tuple(paddle.utils.dlpack.from_dlpack(np.ascontiguousarray(a)) for a in arrays)
 
 
+# data.num_workers: null picks 0 workers up to this many cores: there a worker process takes CPU time
+# from the compute threads, which run on every core (native/threads.py), and loading in the main
+# process between the steps is faster overall (BENCHMARKS.md, "Training speed", the pipeline rows).
+AUTO_WORKERS_MAX_CORES = 2
+AUTO_WORKERS = 2
+
+
+def worker_count(setting: int | None) -> int:
+    """The loader's worker processes for ``data.num_workers`` (null = auto, see AUTO_WORKERS_MAX_CORES)."""
+    if setting is not None:
+        return setting
+    from ..native.threads import available_cores
+
+    return 0 if available_cores() <= AUTO_WORKERS_MAX_CORES else AUTO_WORKERS
+
+
 def make_loader(dataset: CifarDataset, sampler: EpochBatchSampler, num_workers: int) -> DataLoader:
     """A DataLoader over ``dataset`` in the batches of ``sampler``; call ``set_loader_epoch`` before each epoch."""
     return DataLoader(EpochBatches(dataset, sampler), batch_size=None, num_workers=num_workers)
@@ -236,4 +252,4 @@ def build_loader(config: dict, split: str, distributed: bool = False) -> DataLoa
             f"{len(dataset)} {split} images per process make no full batch of {batch} (drop_last); "
             "lower data.batch_size or raise data.limit_train"
         )
-    return make_loader(dataset, sampler, data["num_workers"])
+    return make_loader(dataset, sampler, worker_count(data["num_workers"]))

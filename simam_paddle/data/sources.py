@@ -57,7 +57,13 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
-    image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0:
+        raise DataError(f"{path}: an empty file (0 bytes), not an image; remove it or replace it with the image")
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # OpenCV rejects some broken files with an exception rather than None
+        raise DataError(f"{path}: not a readable image (OpenCV: {str(exc).strip().splitlines()[-1]})") from None
     if image is None:
         raise DataError(f"{path}: not a readable image (expected a JPEG or PNG file)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

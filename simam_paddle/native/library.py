@@ -25,7 +25,9 @@ import io
 import logging
 import os
 import platform
+import shutil
 import sys
+import sysconfig
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -110,6 +112,16 @@ def build_operators(directory: Path, name: str, sources: tuple[Path, ...], ops: 
     return module
 
 
+def missing_compiler() -> str | None:
+    """Why no library can be compiled here, when the C++ compiler that Paddle's extension builder
+    calls (``$CXX``, else Python's build configuration: ``g++`` on Linux) is not on the PATH; else None."""
+    compiler = (os.environ.get("CXX") or sysconfig.get_config_var("CXX") or "c++").split()[0]
+    if shutil.which(compiler) is None:
+        return (f"no C++ compiler: {compiler} is not on the PATH; install one (Debian/Ubuntu: apt-get install g++) "
+                "or point $CXX at it, and the next start builds the library")
+    return None
+
+
 REQUIRE_ENV = "SIMAM_PADDLE_REQUIRE_KERNEL"
 
 
@@ -171,16 +183,38 @@ class OperatorLibrary:
                 try:
                     if self.check is not None:
                         self.version = self.check()
+                    if not self.is_built() and (why := missing_compiler()):
+                        raise RuntimeError(why)  # before Paddle's builder, which fails with pages of tracebacks
                     self.module = self.build_and_load()
                 except Exception as exc:
                     self.error = str(exc).strip() or type(exc).__name__
-                    logger.warning("%s is unavailable, %s (%s)", self.what, self.fallback,
-                                   self.error.splitlines()[0])
-                    logger.debug("%s: build output:\n%s", self.what, self.error)
+                    self._report_fallback()
                 self.tried = True  # not reached on Ctrl-C: the next call tries again
         if self.module is None and required():
             raise KernelUnavailable(f"{REQUIRE_ENV} is set, but {self.what} is unavailable: {self.error}")
         return self.module is not None
+
+    def is_built(self) -> bool:
+        """Whether the compiled library is in the cache (it then loads without a compiler)."""
+        name = f"simam_paddle_{self.name}"
+        return (self.cache_dir() / name / f"{name}.so").is_file()
+
+    def _report_fallback(self) -> None:
+        """One warning line naming the fallback and the reason, the first time a reason is met for this
+        cache; the same reason again (each later start of a machine without a compiler, say) is
+        logged at DEBUG level only, and ``status()`` and a run's history still record it."""
+        reason = self.error.splitlines()[0]
+        told = self.cache_dir() / "unavailable.txt"
+        try:
+            repeated = told.is_file() and told.read_text() == reason
+            if not repeated:
+                told.parent.mkdir(parents=True, exist_ok=True)
+                told.write_text(reason)
+        except OSError:
+            repeated = False
+        logger.log(logging.DEBUG if repeated else logging.WARNING, "%s is unavailable, %s (%s)", self.what,
+                   self.fallback, reason)
+        logger.debug("%s: build output:\n%s", self.what, self.error)
 
     def status(self) -> dict:
         """What this process has of the library, the same keys for every library: {"available": bool,
