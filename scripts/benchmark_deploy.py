@@ -105,21 +105,22 @@ def make_runner(setting: str, exported: dict, threads: int, program: str = "auto
                       threads=threads, program=program, default_config=setting == "default Config")
 
 
-def time_pair(pair, exported, setting, program, threads, rounds, warmup, batch, latency_calls, latency_rounds) -> dict:
+def time_pair(pair, exported, setting, program, threads, rounds, warmup, batch, latency_calls, latency_rounds,
+              quiet_wait) -> dict:
     plain, simam = pair
     runners = {plain: make_runner(setting, exported[plain], threads),
                simam: make_runner(setting, exported[simam], threads, program)}
     rng = np.random.default_rng(0)
     big = rng.standard_normal((batch, 3, 128, 128)).astype(np.float32)
     one = rng.standard_normal((1, 3, 128, 128)).astype(np.float32)
-    throughput = measure({n: (lambda r=r: r(big)) for n, r in runners.items()}, rounds, warmup)
+    throughput = measure({n: (lambda r=r: r(big)) for n, r in runners.items()}, rounds, warmup, quiet_wait)
     print(f"  throughput: {throughput.conditions()}", flush=True)
 
     def calls(r):
         for _ in range(latency_calls):
             r(one)
 
-    latency = measure({n: (lambda r=r: calls(r)) for n, r in runners.items()}, latency_rounds, warmup)
+    latency = measure({n: (lambda r=r: calls(r)) for n, r in runners.items()}, latency_rounds, warmup, quiet_wait)
     print(f"  latency: {latency.conditions()}", flush=True)
     row = {
         "engine": {n: runners[n].engine for n in pair},
@@ -177,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, default=1e-4, help="export check bound (default: 1e-4)")
     p.add_argument("--formulation", choices=("static", "plain"), default="static",
                    help="the SimAM formulation exports get (default: static, what simam_paddle exports; plain: as before it)")
+    p.add_argument("--quiet-wait", type=float, default=120.0,
+                   help="seconds each measurement waits at most for a quiet machine (0: none)")
     p.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     args = p.parse_args(argv)
     if args.formulation == "plain":
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             exported = export_pair(pair, runs, Path(tmp) / pair[0], args.seed, args.tolerance)
             for setting, program in [(s, p) for s in SETTINGS[:-1] for p in PROGRAMS] + [(SETTINGS[-1], None)]:
                 row = time_pair(pair, exported, setting, program, threads, args.rounds, args.warmup, args.batch,
-                                args.latency_calls, args.rounds)
+                                args.latency_calls, args.rounds, args.quiet_wait)
                 row.update(pair=list(pair), setting=label(setting, program), load=load())
                 results.append(row)
                 plain, simam = pair

@@ -306,7 +306,7 @@ def main() -> None:
     print(
         f"# SimAM benchmark: Paddle {paddle.__version__}, Python {platform.python_version()},"
         f" {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs,"
-        f" OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, kernel threads {simam_kernel.num_threads()},"
+        f" threads {simam_kernel.num_threads()} (Paddle's operators, oneDNN and the kernel: one OpenMP runtime),"
         f" load average {os.getloadavg()[0]:.2f}"
     )
     if "kernel" not in backends:

@@ -15,7 +15,7 @@ from helpers import REPO_ROOT, needs_onnx
 def test_the_alexnet_pair_through_every_engine_setting(tmp_path):
     out = tmp_path / "figures.json"
     cmd = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark_deploy.py"), "--pairs", "alexnet", "--threads", "1",
-           "--batch", "2", "--rounds", "1", "--warmup", "0", "--latency-calls", "1", "--json", str(out)]
+           "--batch", "2", "--rounds", "1", "--warmup", "0", "--latency-calls", "1", "--quiet-wait", "0", "--json", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(out.read_text())
