@@ -25,8 +25,9 @@ shared machine falls on all of them alike.
     python scripts/benchmark_simam.py                 # everything (about 9 minutes on 2 cores)
     python scripts/benchmark_simam.py --skip-models   # layers, blocks and memory only
 
-Threads: Paddle's operators follow ``OMP_NUM_THREADS`` (Paddle sets 1 unless told), the SimAM kernel
-``SIMAM_PADDLE_NUM_THREADS`` (default: the available cores); the first line printed says which.
+Threads: Paddle's operators, oneDNN and the SimAM kernel run on one count of one OpenMP runtime
+(``simam_paddle.native.threads``: ``SIMAM_PADDLE_NUM_THREADS``, default the available cores); the first
+line printed says how many.
 """
 
 from __future__ import annotations
