@@ -287,9 +287,9 @@ def export(
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+        release_lock(lock)  # the folder is held while it is written, and leaves no lock file behind
+        lock.unlink(missing_ok=True)
         if not output.exists():
-            release_lock(lock)  # a failed first export leaves nothing, its lock file included
-            lock.unlink(missing_ok=True)
             for folder in created:  # innermost first: the folders this export made, if left empty
                 if folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()

@@ -11,7 +11,7 @@ from helpers import make_run_dir, run_train, write_learnable_image_folder
 
 from simam_paddle import build_model, run_dir
 from simam_paddle.config import load_config
-from simam_paddle.io import atomic_write_text
+from simam_paddle.io import LOCK_NAME, atomic_write_text
 from simam_paddle.models import WeightsMismatch, load_weights
 
 pytestmark = pytest.mark.integration  # tools run end to end in subprocesses
@@ -83,11 +83,11 @@ def test_build_model_rejects_unknown_options_naming_the_valid_ones(name, options
 def test_overwrite_with_a_bad_data_root_keeps_the_old_run(tmp_path, tiny_root):
     out = tmp_path / "run"
     run_train(*train_args(tiny_root, out))
-    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != LOCK_NAME}
     assert len(before) >= 10
     proc = run_train(*train_args(tmp_path / "typo", out), "--overwrite", check=False)
     assert proc.returncode == 2 and "no such file or folder" in proc.stderr
-    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != LOCK_NAME} == before
 
 
 def test_a_new_run_that_stops_before_its_first_checkpoint_puts_the_old_run_back(tmp_path, tiny_root, monkeypatch):
@@ -95,7 +95,7 @@ def test_a_new_run_that_stops_before_its_first_checkpoint_puts_the_old_run_back(
 
     out = tmp_path / "run"
     run_train(*train_args(tiny_root, out))
-    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != LOCK_NAME}
     moved_aside = []
 
     def interrupted(self, epoch):
@@ -106,7 +106,7 @@ def test_a_new_run_that_stops_before_its_first_checkpoint_puts_the_old_run_back(
     with pytest.raises(KeyboardInterrupt):
         train(load_config(run_dir.read_config_path(out), ["train.overwrite=true"]))
     assert moved_aside == [True]
-    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != LOCK_NAME} == before
     assert not (out / run_dir.REPLACED).exists()
 
 
