@@ -62,6 +62,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "e_lambda": Key(E_LAMBDA, "float", "SimAM lambda (1e-4 official default; the notebook used 1e-5; the official ImageNet weights 0.1)", _positive, "> 0"),
         "dropout": Key(0.5, "float", "dropout of AlexNet's classifier (0 = off); other models have none", lambda v: 0 <= v < 1, "in [0, 1)"),
         "pretrained": Key(None, "str?", "weights to start from: a .pdparams file (e.g. from simam_paddle.convert) or a run directory (its best weights); loaded strictly, but for a classifier of another num_classes, which starts new"),
+        "pretrained_other_model": Key(False, "bool", "let model.pretrained be weights that another model wrote (a SimAM model from its plain twin's run, whose keys are the same); without it they are refused, naming both models"),
         "fast_conv": Key(True, "bool", "AlexNet's CPU float32 convolutions through oneDNN (simam_paddle.fastconv) where it builds, else Paddle's own; same numbers to float rounding; other models use Paddle's"),
     },
     "data": {

@@ -35,7 +35,7 @@ from .io import atomic_paddle_save, atomic_write_json
 from .losses import LabelSmoothingCrossEntropy
 from .models import model_table
 from .models.from_config import build_from_config
-from .models.weights import load_pretrained
+from .models.weights import load_pretrained, with_provenance
 from .native import threads
 from .plots import plot_curves, plot_predictions
 from .run_record import RunLog, describe_conv, describe_simam, new_history, seconds, simam_implementation
@@ -97,7 +97,8 @@ class Trainer:
         pretrained = None
         if config["model"]["pretrained"]:
             path = run_dir.pretrained_path(config["model"]["pretrained"])
-            pretrained = load_pretrained(self.model, path, config["model"]["name"], source=f"model.pretrained {path}")
+            pretrained = load_pretrained(self.model, path, config["model"]["name"], source=f"model.pretrained {path}",
+                                         other_model=config["model"]["pretrained_other_model"])
         self.steps = len(self.train_loader)
         self.scheduler = paddle.optimizer.lr.CosineAnnealingDecay(tc["lr"], T_max=self.steps * tc["epochs"])
         self.optimizer = paddle.optimizer.Adam(learning_rate=self.scheduler, parameters=self.model.parameters(),
@@ -244,7 +245,7 @@ class Trainer:
                     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "train_ips"):
                         self.vdl.add_scalar(f"epoch/{key}", record[key], epoch + 1)
                 if improved:
-                    atomic_paddle_save(self.model.state_dict(), self.out / run_dir.WEIGHTS["best"])
+                    atomic_paddle_save(self.weights_to_save(), self.out / run_dir.WEIGHTS["best"])
                     atomic_paddle_save(self.optimizer.state_dict(), self.out / run_dir.OPTIMIZERS["best"])
                 run_dir.save_checkpoint(self.out, self.model, self.optimizer,
                                         {"epoch": epoch + 1, "best_acc": self.best_acc, "history": h, "config": self.config})
@@ -254,12 +255,16 @@ class Trainer:
         self.finish()
         return h
 
+    def weights_to_save(self) -> dict:
+        """The model's state dict with its provenance: this model's name and this run directory."""
+        return with_provenance(self.model.state_dict(), self.config["model"]["name"], f"the run {self.out.resolve()}")
+
     def finish(self) -> None:
         """Final weights, throughput of the best model, figures."""
         if not self.main:
             return
         tc, h = self.config["train"], self.history
-        atomic_paddle_save(self.model.state_dict(), self.out / run_dir.WEIGHTS["final"])
+        atomic_paddle_save(self.weights_to_save(), self.out / run_dir.WEIGHTS["final"])
         atomic_paddle_save(self.optimizer.state_dict(), self.out / run_dir.OPTIMIZERS["final"])
         best, _ = run_dir.load_run_model(self.out, "best")
         if tc["throughput_batches"]:

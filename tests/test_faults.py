@@ -243,3 +243,39 @@ def test_a_machine_without_a_compiler_says_so_once_in_one_line(tmp_path):
     assert again.returncode == 0 and not again.stderr.strip(), again.stderr
     required = run(SIMAM_PADDLE_REQUIRE_KERNEL="1")
     assert required.returncode != 0 and "SIMAM_PADDLE_REQUIRE_KERNEL is set" in required.stderr
+
+
+def test_weights_of_another_model_are_refused_naming_both(data_root, tmp_path):
+    """An AlexNet-SimAM run whose best weights were replaced by a plain AlexNet run's (same keys, same
+    shapes): predict, evaluate and export refuse them, naming both models; the weights stay a plain
+    state dict for Paddle; starting AlexNet-SimAM from them is one config key away."""
+    import paddle
+
+    from simam_paddle.models import build_model
+
+    runs = {}
+    for name in ("alexnet", "alexnet_simam"):
+        runs[name] = tmp_path / name
+        proc = subprocess.run([sys.executable, "-m", "simam_paddle.train", "--config", name, "-o", f"data.root={data_root}",
+                               "-o", f"train.output_dir={runs[name]}", "-o", "data.batch_size=8", "-o", "train.epochs=1",
+                               "-o", "train.throughput_batches=0"], cwd=REPO_ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    plain_weights = runs["alexnet"] / "best_model.pdparams"
+    model = build_model("alexnet")
+    assert model.set_state_dict(paddle.load(str(plain_weights))) == ([], ["__simam_paddle__"])  # Paddle ignores it
+    (runs["alexnet_simam"] / "best_model.pdparams").write_bytes(plain_weights.read_bytes())
+    image = sorted((data_root / "test" / "cat").iterdir())[0]
+    for tool, args in (("predict", [image]), ("evaluate", []), ("export", ["--format", "paddle"])):
+        proc = subprocess.run([sys.executable, "-m", f"simam_paddle.{tool}", str(runs["alexnet_simam"]), *map(str, args)],
+                              cwd=REPO_ROOT, capture_output=True, text=True)
+        assert proc.returncode == 2, (tool, proc.stderr[-2000:])
+        assert "holds the weights of alexnet" in proc.stderr and "not of alexnet_simam" in proc.stderr, proc.stderr
+    assert not (runs["alexnet_simam"] / "export").exists()
+    start = ["--config", "alexnet_simam", "-o", f"data.root={data_root}", "-o", "data.batch_size=8", "-o", "train.epochs=1",
+             "-o", "train.throughput_batches=0", "-o", f"model.pretrained={runs['alexnet']}"]
+    refused = subprocess.run([sys.executable, "-m", "simam_paddle.train", *start, "-o", f"train.output_dir={tmp_path / 'a'}"],
+                             cwd=REPO_ROOT, capture_output=True, text=True)
+    assert refused.returncode == 2 and "model.pretrained_other_model=true" in refused.stderr, refused.stderr[-2000:]
+    meant = subprocess.run([sys.executable, "-m", "simam_paddle.train", *start, "-o", "model.pretrained_other_model=true",
+                            "-o", f"train.output_dir={tmp_path / 'b'}"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert meant.returncode == 0, meant.stderr[-2000:]
