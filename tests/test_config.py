@@ -22,7 +22,7 @@ def test_every_key_has_a_default_and_a_comment():
 def test_reproduction_configs_hold_the_notebook_recipe(name):
     c = load_config(CONFIGS / f"{name}.yaml")
     assert c["model"] == {"name": name, "num_classes": 10, "e_lambda": 1e-5, "dropout": 0.5, "pretrained": None,
-                          "fast_conv": True}
+                          "pretrained_other_model": False, "fast_conv": True}
     assert c["data"]["image_size"] == 128
     assert c["data"]["train_transforms"] == "recipe"
     assert c["data"]["mixup_alpha"] == 0.0
