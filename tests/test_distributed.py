@@ -12,10 +12,11 @@ import subprocess
 import sys
 
 import numpy as np
-import paddle
 import pytest
 from helpers import REPO_ROOT, run_train
 from helpers import write_learnable_image_folder as write_image_folder
+
+from simam_paddle.models.weights import read_state
 
 pytestmark = pytest.mark.integration  # tools run end to end in subprocesses
 
@@ -49,9 +50,9 @@ def test_two_processes_equal_one_process_on_the_same_global_batches(tmp_path):
     # metrics reduced over both processes: the same accuracy over the same 80 + 20 images
     assert h_dp["epoch"]["train_acc"] == h_single["epoch"]["train_acc"]
     np.testing.assert_allclose(h_dp["epoch"]["val_loss"], h_single["epoch"]["val_loss"], rtol=1e-4)
-    single = paddle.load(str(tmp_path / "single" / "final_model.pdparams"))
-    parallel = paddle.load(str(dp / "final_model.pdparams"))
-    assert single.keys() == parallel.keys()
+    single, _, single_provenance = read_state(tmp_path / "single" / "final_model.pdparams")  # the weights alone
+    parallel, _, parallel_provenance = read_state(dp / "final_model.pdparams")
+    assert single.keys() == parallel.keys() and single_provenance["model"] == parallel_provenance["model"] == "alexnet_simam"
     # One Adam step moves a weight by up to lr = 5e-4 whatever the size of its gradient, so a weight
     # whose gradient is rounding noise (a sum that cancels) can move by +-lr in one run and -+lr in the
     # other: the gradients are summed in another order. A handful of the 7.5 million do (29 here).
