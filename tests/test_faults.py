@@ -279,3 +279,18 @@ def test_weights_of_another_model_are_refused_naming_both(data_root, tmp_path):
     meant = subprocess.run([sys.executable, "-m", "simam_paddle.train", *start, "-o", "model.pretrained_other_model=true",
                             "-o", f"train.output_dir={tmp_path / 'b'}"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert meant.returncode == 0, meant.stderr[-2000:]
+
+
+@pytest.mark.parametrize("content, says", [(b"", "an empty file"), (b"GIF89a not really", "not a readable image")])
+def test_an_unreadable_image_stops_evaluate_and_visualize_with_its_path(tmp_path, content, says):
+    from helpers import make_run_dir
+
+    root = write_image_folder(tmp_path / "data", train_per_class=2, test_per_class=2)
+    run = make_run_dir(tmp_path / "run", f"data.root={root}", "model.name=alexnet")
+    bad = sorted((root / "test" / "dog").iterdir())[0]
+    bad.write_bytes(content)
+    for tool in ("evaluate", "visualize"):
+        proc = subprocess.run([sys.executable, "-m", f"simam_paddle.{tool}", str(run)], cwd=REPO_ROOT,
+                              capture_output=True, text=True)
+        assert proc.returncode == 2 and f"{bad}: {says}" in proc.stderr and "Traceback" not in proc.stderr, \
+            (tool, proc.stderr[-2000:])
