@@ -39,7 +39,8 @@ def busy_threshold() -> float:
 def _jiffies_busy() -> int | None:
     """Non-idle CPU time of the whole machine, in clock ticks (Linux), else None."""
     try:
-        fields = open("/proc/stat").readline().split()[1:]
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()[1:]
     except OSError:
         return None
     values = [int(v) for v in fields[:8]]
@@ -49,7 +50,8 @@ def _jiffies_busy() -> int | None:
 def _jiffies_of(pid: int) -> int:
     """CPU time (user + system) of one process, in clock ticks; 0 where it cannot be read."""
     try:
-        stat = open(f"/proc/{pid}/stat").read()
+        with open(f"/proc/{pid}/stat") as file:
+            stat = file.read()
     except OSError:
         return 0
     fields = stat.rsplit(")", 1)[1].split()

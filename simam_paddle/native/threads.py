@@ -24,6 +24,7 @@ Where Paddle ships no ``libiomp5.so`` (non-x86 wheels), the libraries link GCC's
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import threading
@@ -88,8 +89,9 @@ def requested() -> int:
     return threads
 
 
+@functools.cache
 def _runtime() -> ctypes.CDLL | None:
-    """The OpenMP runtime Paddle's oneDNN runs on, as loaded in this process."""
+    """The OpenMP runtime Paddle's oneDNN runs on, as loaded in this process (opened once)."""
     path = openmp_library()
     if path is not None:
         return ctypes.CDLL(str(path))
