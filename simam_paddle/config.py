@@ -113,6 +113,19 @@ def describe(config: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reference() -> str:
+    """Every key as Markdown tables, one per section (key, default, meaning): README's config reference."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("<", "&lt;")
+
+    parts = []
+    for section, keys in SCHEMA.items():
+        rows = [f"| `{section}.{name}` | `{cell(yaml.safe_dump(key.default, default_flow_style=True).strip().removesuffix('...').strip())}` "
+                f"| {cell(key.doc)} |" for name, key in keys.items()]
+        parts.append("\n".join([f"**{section}**", "", "| key | default | meaning |", "|---|---|---|", *rows]))
+    return "\n\n".join(parts) + "\n"
+
+
 def _coerce(where: str, key: Key, value: Any) -> Any:
     if value is None:
         if key.nullable:

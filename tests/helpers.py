@@ -100,6 +100,24 @@ def run_train(*args, check: bool = True, timeout: int = 600) -> subprocess.Compl
     return run_tool("train", *args, check=check, timeout=timeout)
 
 
+def call_tool(tool: str, *args) -> subprocess.CompletedProcess:
+    """``simam_paddle.<tool>.main(ARGS)`` in this process, with its exit code and what it printed: for
+    input that a tool refuses before any work, where a process of its own would cost Paddle's import.
+    The tool's SIGTERM handler (``cli.run``) is put back afterwards."""
+    import contextlib
+    import importlib
+    import signal
+
+    main = importlib.import_module(f"simam_paddle.{tool}").main
+    out, err, handler = io.StringIO(), io.StringIO(), signal.getsignal(signal.SIGTERM)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in args])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    return subprocess.CompletedProcess([tool, *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 

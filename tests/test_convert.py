@@ -167,9 +167,11 @@ def paddle_logits(name: str, classes: int, weights: Path, x: np.ndarray) -> np.n
 
 @needs_torch
 @pytest.mark.parametrize("name, classes, size", [
-    ("resnet18_simam", 1000, 224), ("resnet34_simam", 1000, 96), ("resnet50_simam", 1000, 128),
-    ("resnet101_simam", 1000, 64), ("resnet152_simam", 1000, 64), ("mobilenet_v2_simam", 1000, 224),
+    ("resnet18_simam", 1000, 224), ("resnet50_simam", 1000, 128), ("mobilenet_v2_simam", 1000, 224),
     ("resnet18_simam", 7, 64),
+    # the other depths of the same two block types, each a few seconds longer
+    *(pytest.param(*case, marks=pytest.mark.slow)
+      for case in (("resnet34_simam", 1000, 96), ("resnet101_simam", 1000, 64), ("resnet152_simam", 1000, 64))),
 ])
 def test_official_checkpoints_convert_to_pytorchs_logits(name, classes, size, tmp_path):
     x = np.random.default_rng(1).standard_normal((2, 3, size, size)).astype(np.float32)
@@ -283,6 +285,7 @@ def test_tensors_of_every_dtype_and_layout_read_as_pytorch_holds_them(tmp_path):
     assert got["nested"] == [1, 2.5, "x", b"raw", (3, None)]
 
 
+@pytest.mark.slow
 @needs_torch
 @pytest.mark.integration
 def test_a_converted_checkpoint_fine_tunes_on_an_image_folder(tmp_path):

@@ -28,6 +28,7 @@ def common(root, out, batch):
             "-o", "data.train_transforms=none", "-o", "train.log_interval=1"]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_on_the_same_global_batches(tmp_path):
     root = write_image_folder(tmp_path / "data", train_per_class=8, test_per_class=2)
     run_train(*common(root, tmp_path / "single", 16))

@@ -199,6 +199,7 @@ def pip_freeze() -> list[str]:
                           timeout=300).stdout.splitlines()
 
 
+@pytest.mark.slow
 @needs_onnx
 @pytest.mark.integration
 def test_export_works_offline_and_installs_nothing(tmp_path):

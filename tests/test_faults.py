@@ -66,7 +66,8 @@ def assert_gone(pids: list[int]) -> None:
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_stop_before_the_first_epoch_says_nothing_was_saved(data_root, tmp_path, signum, code):
     out = tmp_path / "run"
-    status, err, kids = stop_when(train_command(data_root, out), "[Iter 1/", signum)
+    # batches of 2: a first epoch of 80 iterations, which a loaded machine cannot finish before the signal lands
+    status, err, kids = stop_when(train_command(data_root, out, "-o", "data.batch_size=2"), "[Iter 1/", signum)
     word = "terminated" if signum == signal.SIGTERM else "interrupted"
     assert status == code and err.strip().splitlines()[-1] == f"{word}: no epoch of this run was completed, so none was saved"
     assert "FatalError" not in err and "Traceback" not in err, err
@@ -88,7 +89,8 @@ def test_sigterm_during_overwrite_puts_the_old_run_back(data_root, tmp_path):
     subprocess.run(train_command(data_root, out, "-o", "train.epochs=1"), cwd=REPO_ROOT, check=True, capture_output=True)
     run_files = lambda: {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".simam.lock"}  # noqa: E731
     before = run_files()
-    status, err, _ = stop_when(train_command(data_root, out, "--overwrite"), "[Iter 1/", signal.SIGTERM)
+    status, err, _ = stop_when(train_command(data_root, out, "--overwrite", "-o", "data.batch_size=2"), "[Iter 1/",
+                               signal.SIGTERM)
     assert status == 143 and f"the run that --overwrite was replacing is back in {out}" in err
     after = run_files()
     assert after == before and not (out / ".replaced").exists()
@@ -112,6 +114,7 @@ def lock_holder(lock_file: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_two_trainings_into_one_directory(data_root, tmp_path):
     """Real processes: the second start is refused, naming the first's pid, and the first run completes."""
     out = tmp_path / "run"
@@ -245,6 +248,7 @@ def test_a_machine_without_a_compiler_says_so_once_in_one_line(tmp_path):
     assert required.returncode != 0 and "SIMAM_PADDLE_REQUIRE_KERNEL is set" in required.stderr
 
 
+@pytest.mark.slow
 def test_weights_of_another_model_are_refused_naming_both(data_root, tmp_path):
     """An AlexNet-SimAM run whose best weights were replaced by a plain AlexNet run's (same keys, same
     shapes): predict, evaluate and export refuse them, naming both models; the weights stay a plain

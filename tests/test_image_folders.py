@@ -123,6 +123,7 @@ def test_alexnet_keeps_requiring_128(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_a_three_class_folder_trains_end_to_end_and_predicts_with_its_class_names(tmp_path):
     classes = ["cat", "dog", "fox"]

@@ -20,6 +20,7 @@ def reproduce(tmp_path, root, *extra):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
 
 
+@pytest.mark.slow
 def test_reproduce_trains_compares_and_skips_finished_runs(tmp_path):
     root = write_image_folder(tmp_path / "data", train_per_class=4, test_per_class=2)
     first = reproduce(tmp_path, root)

@@ -165,6 +165,7 @@ def test_resume_given_only_the_run_dir_uses_its_own_config_and_a_finished_run_sa
     assert (out / "history.json").read_text() == history
 
 
+@pytest.mark.slow
 def test_the_saved_config_can_start_a_new_run(tmp_path, tiny_root):
     first = tmp_path / "first"
     run_train(*train_args(tiny_root, first))
