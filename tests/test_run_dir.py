@@ -7,7 +7,7 @@ import json
 import paddle
 import pytest
 import yaml
-from helpers import make_run_dir, run_train, write_learnable_image_folder
+from helpers import call_tool, make_run_dir, run_train, write_learnable_image_folder
 
 from simam_paddle import build_model, run_dir
 from simam_paddle.config import load_config
@@ -49,12 +49,10 @@ def test_a_wrong_shape_is_named_with_both_shapes(tmp_path):
 @pytest.mark.parametrize("tool, args", [("predict", ["{image}"]), ("evaluate", []), ("visualize", []),
                                         ("export", ["--format", "paddle"])])
 def test_every_tool_stops_on_weights_of_another_model(tool, args, tmp_path, tiny_root):
-    from helpers import run_tool
-
     run = make_run_dir(tmp_path / "run", "model.name=alexnet_simam", f"data.root={tiny_root}", "data.num_workers=0")
     paddle.save(build_model("resnet18").state_dict(), str(run / "best_model.pdparams"))
     image = next((tiny_root / "test" / "cat").iterdir())
-    proc = run_tool(tool, run, *[a.format(image=image) for a in args], check=False)
+    proc = call_tool(tool, run, *[a.format(image=image) for a in args])
     assert proc.returncode == 2 and "does not fit the model alexnet_simam" in proc.stderr, proc.stderr[-1500:]
     assert not (run / "export").exists() and not (run / "attention.png").exists()
 
@@ -85,7 +83,7 @@ def test_overwrite_with_a_bad_data_root_keeps_the_old_run(tmp_path, tiny_root):
     run_train(*train_args(tiny_root, out))
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != LOCK_NAME}
     assert len(before) >= 10
-    proc = run_train(*train_args(tmp_path / "typo", out), "--overwrite", check=False)
+    proc = call_tool("train", *train_args(tmp_path / "typo", out), "--overwrite")
     assert proc.returncode == 2 and "no such file or folder" in proc.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != LOCK_NAME} == before
 

@@ -157,7 +157,7 @@ def test_resume_with_a_different_recipe_is_refused(reference_run, tiny_root, tmp
 
     out = tmp_path / "copy"
     shutil.copytree(reference_run[0], out)
-    proc = run_train(*tiny_args(tiny_root, out, "-o", "train.lr=0.01"), "--resume", check=False)
+    proc = call_tool("train", *tiny_args(tiny_root, out, "-o", "train.lr=0.01"), "--resume")
     assert proc.returncode == 2 and "train.lr: 0.001 -> 0.01" in proc.stderr
 
 
@@ -210,7 +210,7 @@ def test_bad_config_fails_before_work_with_the_key_named(tmp_path, override, mes
 
 
 def test_missing_data_root_is_a_clear_error(tmp_path):
-    proc = run_train("-o", f"data.root={tmp_path / 'nowhere'}", "-o", f"train.output_dir={tmp_path / 'r'}", check=False)
+    proc = call_tool("train", "-o", f"data.root={tmp_path / 'nowhere'}", "-o", f"train.output_dir={tmp_path / 'r'}")
     assert proc.returncode == 2 and str(tmp_path / "nowhere") in proc.stderr
 
 
@@ -220,7 +220,7 @@ def test_an_unreadable_image_in_the_data_is_named(tmp_path, content, says):
     bad = sorted((root / "train" / "cat").iterdir())[0]
     bad.write_bytes(content)
     out = tmp_path / "run"
-    proc = run_train(*tiny_args(root, out), check=False)
+    proc = call_tool("train", *tiny_args(root, out))
     assert proc.returncode == 2 and f"{bad}: {says}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not out.exists() or not any(out.iterdir())
 
