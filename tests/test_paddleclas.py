@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import paddle
 import pytest
 from helpers import REPO_ROOT, reference_simam, run_tool
 from paddle import nn
+from readme import blocks, run_block, section
 
 from simam_paddle import SimAM, add_simam, paddleclas
 
@@ -258,15 +258,11 @@ def test_plain_pretrained_weights_load_into_the_simam_backbone_unchanged(arch, t
 
 
 @pytest.mark.paddleclas
-def test_the_readme_example_runs(arch, capsys):
-    text = (REPO_ROOT / "README.md").read_text()
-    section = text[text.index("## SimAM in PaddleClas"):]
-    section = section[: section.find("\n## ", 1)]
-    blocks = re.findall(r"```py\n(.*?)```", section, flags=re.S)
-    assert blocks, "README.md's PaddleClas section has no ```py example"
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), {})
-    assert "16 SimAM" in capsys.readouterr().out
+def test_the_readme_examples_print_what_they_say(arch):
+    examples = blocks("py", section("SimAM in PaddleClas"))
+    assert examples, "README.md's PaddleClas section has no ```py example"
+    for block in examples:
+        run_block(block)
 
 
 # ---------------------------------------------------------------------------------------------------------------
