@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import paddle
@@ -381,5 +382,7 @@ def resume_state(out: Path, config: dict, model, optimizer) -> dict:
     check_resumable(ckpt["state"]["config"], config, path)
     load_weights(model, ckpt["model"], model_name=config["model"]["name"], source=str(path))
     inverse = {v: k for k, v in _names(model).items()}
-    optimizer.set_state_dict(_rename(ckpt["optimizer"], inverse))
+    with warnings.catch_warnings():  # Paddle's LinearWarmup keeps its schedule's state under a key it then calls unused
+        warnings.filterwarnings("ignore", message="There are some unused values in state_dict")
+        optimizer.set_state_dict(_rename(ckpt["optimizer"], inverse))
     return ckpt["state"]
