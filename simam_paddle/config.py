@@ -238,7 +238,8 @@ def apply_overrides(config: dict, overrides: list[str] | tuple[str, ...]) -> dic
 def check_config(config: dict) -> None:
     """The checks that involve several keys, each a ConfigError naming the keys and the fix: a model
     that takes one input size only (AlexNet: 128) refuses another ``data.image_size``; ``model.dropout``
-    applies to the models that have dropout (AlexNet)."""
+    applies to the models that have dropout (AlexNet); the schedule's warmup fits (``check_schedule``);
+    ``train.resume_epoch`` comes with ``train.resume``."""
     from .models import MODELS  # imported when a config is checked: the config and data need no models
 
     name, size = config["model"]["name"], config["data"]["image_size"]
@@ -251,6 +252,9 @@ def check_config(config: dict) -> None:
     if "dropout" not in spec.options and config["model"]["dropout"] != SCHEMA["model"]["dropout"].default:
         raise ConfigError(f"model.dropout applies to AlexNet models only; {name} has no dropout to set")
     check_schedule(config["train"])
+    if config["train"]["resume_epoch"] is not None and not config["train"]["resume"]:
+        raise ConfigError(f"train.resume_epoch={config['train']['resume_epoch']} applies to a resumed run: "
+                          "add --resume (or -o train.resume=true)")
 
 
 def check_schedule(tc: dict) -> None:

@@ -30,7 +30,7 @@ from . import fastconv, optim, run_dir
 from .config import ConfigError, check_config, describe, load_config
 from .data import Mixup, build_loader, evenly_spaced_images, set_loader_epoch, worker_count
 from .distributed import all_reduce_sum
-from .errors import ArgumentError, DataError, Interrupted, MissingDependency, TrainingDiverged
+from .errors import DataError, Interrupted, MissingDependency, TrainingDiverged
 from .evaluate import evaluate, model_throughput
 from .io import atomic_write_json
 from .losses import LabelSmoothingCrossEntropy
@@ -372,8 +372,6 @@ def resolve_config(args) -> dict:
         overrides.append(f"train.output_dir={args.resume}")
     flags = [f"train.{name}=true" for name in ("resume", "overwrite") if getattr(args, name)]
     if args.resume_epoch is not None:
-        if not args.resume:
-            raise ArgumentError("--resume-epoch continues a run: give it with --resume (or --resume RUN_DIR)")
         flags.append(f"train.resume_epoch={args.resume_epoch}")
     if args.device is not None:
         flags.append(f"train.device={args.device}")

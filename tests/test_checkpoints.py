@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 
 import numpy as np
@@ -51,11 +50,9 @@ def tree_bytes(folder) -> int:
 @pytest.fixture(scope="module")
 def one_epoch(image_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("lean") / "run"
-    os.environ["SIMAM_PADDLE_NUM_THREADS"] = "1"
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SIMAM_PADDLE_NUM_THREADS", "1")
         run(image_folder, out, "train.epochs=1")
-    finally:
-        del os.environ["SIMAM_PADDLE_NUM_THREADS"]
     return out
 
 
@@ -153,6 +150,7 @@ def test_a_resume_epoch_that_was_not_kept_is_named(one_epoch, capsys):
     assert code == 2
     assert "kept no checkpoint of epoch 3 (it kept none; train.save_interval keeps them)" in capsys.readouterr().err
     assert train_main(["--resume-epoch", "1"]) == 2
+    assert "train.resume_epoch=1 applies to a resumed run: add --resume" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(paddle.device.is_compiled_with_cuda(), reason="this Paddle is a GPU build: a GPU is not refused")
