@@ -161,3 +161,35 @@ def test_a_gpu_on_a_cpu_build_is_refused_before_the_run_directory_exists(flag, i
     assert code == 2
     assert "this Paddle is a CPU build" in capsys.readouterr().err
     assert not out.exists()
+
+
+def fake_run(folder, best_epoch: int, kept: tuple[int, ...]):
+    """A run directory whose history names ``best_epoch`` as best, with checkpoints of ``kept`` epochs
+    (epoch e's model: every weight e) and best and final weights of the best epoch."""
+    model = paddle.nn.Linear(2, 2)
+    optimizer = paddle.optimizer.Adam(parameters=model.parameters())
+    for e in kept:
+        for p in model.parameters():
+            p.set_value(paddle.full(p.shape, float(e)))
+        run_dir.save_checkpoint(folder, model, optimizer, {"epoch": e}, save_interval=1)
+    for name in ("best", "final"):
+        paddle.save({k: paddle.full(v.shape, float(best_epoch)) for k, v in model.state_dict().items()},
+                    str(folder / run_dir.WEIGHTS[name]))
+    (folder / run_dir.HISTORY).write_text(json.dumps({"best": {"epoch": best_epoch}}))
+
+
+def test_rewinding_to_a_kept_epoch_restores_the_best_weights_up_to_it(tmp_path):
+    fake_run(tmp_path, best_epoch=4, kept=(1, 2, 3, 4))
+    run_dir.rewind(tmp_path, 3, {"best": {"epoch": 2}}, lambda w: {**w, "written_by": "test"})
+    best = paddle.load(str(tmp_path / run_dir.WEIGHTS["best"]))
+    assert best["written_by"] == "test" and float(best["weight"].numpy().max()) == 2.0  # epoch 2's weights
+    assert run_dir.kept_epochs(tmp_path) == [1, 2, 3]
+    assert not (tmp_path / run_dir.WEIGHTS["final"]).exists()
+
+
+def test_rewinding_past_a_best_epoch_that_was_not_kept_is_refused_untouched(tmp_path):
+    fake_run(tmp_path, best_epoch=4, kept=(3, 4))
+    before = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(run_dir.ConfigError, match="up to epoch 3 the best epoch is 1, whose weights"):
+        run_dir.rewind(tmp_path, 3, {"best": {"epoch": 1}}, lambda w: w)
+    assert {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
