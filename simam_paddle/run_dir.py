@@ -351,10 +351,11 @@ def save_weights(out: Path, which: str, weights: dict, same_as: str | None = Non
 
 def rewind(out: Path, epoch: int, history: dict, with_provenance) -> None:
     """Make the run directory that of epoch ``epoch`` (``--resume-epoch``), whose ``history`` (as saved
-    in its checkpoint) names its best epoch: the later kept checkpoints and the final weights are
-    removed; the best weights, when a later epoch wrote them, become those of the best epoch up to
-    ``epoch`` (read from its kept checkpoint; ``with_provenance`` labels them). A best epoch whose weights
-    are nowhere is a ConfigError, raised before anything changes."""
+    in its checkpoint) names its best epoch: its kept checkpoint becomes the last checkpoint and its
+    history the run's; the later kept checkpoints and the final weights are removed; the best weights,
+    when a later epoch wrote them, become those of the best epoch up to ``epoch`` (read from its kept
+    checkpoint; ``with_provenance`` labels them). A best epoch whose weights are nowhere is a
+    ConfigError, raised before anything changes."""
     best = history["best"]["epoch"]
     latest = read_history(out)
     restore = latest is not None and latest["best"]["epoch"] not in (None, best)
@@ -365,6 +366,8 @@ def rewind(out: Path, epoch: int, history: dict, with_provenance) -> None:
     if restore:
         weights = paddle.load(str(kept_checkpoint(out, best)))["model"]
         atomic_paddle_save(with_provenance(weights), out / WEIGHTS["best"])
+    atomic_link(kept_checkpoint(out, epoch), out / CHECKPOINT)
+    atomic_write_json(out / HISTORY, history)
     for later in [e for e in kept_epochs(out) if e > epoch]:
         kept_checkpoint(out, later).unlink()
     (out / WEIGHTS["final"]).unlink(missing_ok=True)

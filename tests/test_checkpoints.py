@@ -185,6 +185,8 @@ def test_rewinding_to_a_kept_epoch_restores_the_best_weights_up_to_it(tmp_path):
     assert best["written_by"] == "test" and float(best["weight"].numpy().max()) == 2.0  # epoch 2's weights
     assert run_dir.kept_epochs(tmp_path) == [1, 2, 3]
     assert not (tmp_path / run_dir.WEIGHTS["final"]).exists()
+    assert paddle.load(str(tmp_path / run_dir.CHECKPOINT))["state"] == {"epoch": 3}
+    assert json.loads((tmp_path / run_dir.HISTORY).read_text()) == {"best": {"epoch": 2}}
 
 
 def test_rewinding_past_a_best_epoch_that_was_not_kept_is_refused_untouched(tmp_path):
