@@ -7,6 +7,7 @@ value is an error naming the key and what was expected, raised before any work s
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from .layers.simam import E_LAMBDA
 @dataclass(frozen=True)
 class Key:
     default: Any
-    kind: str  # "int", "float", "bool", "str", optionally suffixed with "?" for "or null"
+    kind: str  # "int", "float", "bool", "str", "ints" (a list of int), optionally suffixed with "?" for "or null"
     doc: str
     check: Callable[[Any], bool] | None = None
     expect: str | Callable[[], str] = ""  # human-readable range for the check (a callable: computed when needed)
@@ -55,6 +56,18 @@ def _choice(*options):
     return lambda v: v in options
 
 
+def _increasing(v):
+    return bool(v) and all(m >= 1 for m in v) and all(a < b for a, b in zip(v, v[1:]))
+
+
+def _device(v):
+    return v in ("cpu", "gpu", "auto") or (v.startswith("gpu:") and v[4:].isdigit())
+
+
+OPTIMIZERS = ("adam", "adamw", "momentum")
+SCHEDULES = ("cosine", "step", "multistep")
+
+
 SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
         "name": Key("alexnet_simam", "str", "model to train: alexnet | alexnet_simam | resnet18_simam | mobilenet_v2_simam ... (all: python -m simam_paddle.train --list-models)", lambda v: v in _model_names(), lambda: "a name build_model knows: " + ", ".join(_model_names())),
@@ -81,24 +94,38 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "train": {
         "epochs": Key(50, "int", "number of epochs", lambda v: 1 <= v <= MAX_EPOCHS, f"between 1 and {MAX_EPOCHS:,}"),
-        "lr": Key(5e-4, "float", "Adam learning rate, annealed by a cosine over all iterations", _positive, "> 0"),
-        "weight_decay": Key(1e-5, "float", "L2 regularisation added to the gradient (Paddle's float weight_decay)", _non_negative, ">= 0"),
+        "lr": Key(5e-4, "float", "peak learning rate: where the warmup ends and train.schedule starts", _positive, "> 0"),
+        "optimizer": Key("adam", "str", "adam (the recipe's; weight_decay is L2: weight_decay * w added to the gradient, Paddle's float weight_decay) | adamw (weight_decay decoupled: every step also subtracts lr * weight_decay * w) | momentum (SGD with momentum; weight_decay is L2 added to the gradient)", _choice(*OPTIMIZERS), "one of " + ", ".join(OPTIMIZERS)),
+        "momentum": Key(0.9, "float", "momentum of train.optimizer=momentum: v = momentum * v + g, w -= lr * v", lambda v: 0 <= v < 1, "in [0, 1)"),
+        "nesterov": Key(False, "bool", "Nesterov momentum for train.optimizer=momentum: w -= lr * (g + momentum * v)"),
+        "weight_decay": Key(1e-5, "float", "weight decay; what it means depends on train.optimizer (above)", _non_negative, ">= 0"),
+        "schedule": Key("cosine", "str", "learning rate after the warmup: cosine (the recipe's: from lr to 0 over the iterations after the warmup, set every iteration) | step (times gamma every step_size epochs) | multistep (times gamma at each epoch in milestones); step and multistep count epochs from the start of the run", _choice(*SCHEDULES), "one of " + ", ".join(SCHEDULES)),
+        "step_size": Key(30, "int", "train.schedule=step: the learning rate is multiplied by gamma after every step_size epochs", _positive, ">= 1"),
+        "milestones": Key([30, 60, 90], "ints", "train.schedule=multistep: the epochs after which the learning rate is multiplied by gamma", _increasing, "a list of increasing epochs >= 1, e.g. [30, 60]"),
+        "gamma": Key(0.1, "float", "factor of train.schedule=step and multistep", _positive, "> 0"),
+        "warmup_epochs": Key(0, "int", "linear warmup over the first N epochs: the rate of iteration i is lr * i / (N * iterations per epoch), starting at 0; the schedule follows (0 = none; set this or warmup_iters)", _non_negative, ">= 0"),
+        "warmup_iters": Key(0, "int", "linear warmup over the first N iterations (the same warmup counted in iterations; 0 = none)", _non_negative, ">= 0"),
+        "clip_grad_norm": Key(None, "float?", "clip the gradients by their global norm: each gradient times c / max(norm, c), where norm is the L2 norm of all gradients together; applied before weight decay; null or 0 = off", _non_negative, ">= 0 or null"),
         "seed": Key(42, "int", "seed of weights, data order, augmentation and dropout", lambda v: 0 <= v <= MAX_SEED, f"between 0 and {MAX_SEED:,} (2^32 - 1, NumPy's range)"),
         "output_dir": Key("runs/alexnet_simam", "str", "run directory: checkpoints, logs, history, figures"),
         "log_interval": Key(10, "int", "write a log line every N iterations", _positive, ">= 1"),
         "loss_record_interval": Key(10, "int", "record the training loss every N iterations (the notebook: 10)", _positive, ">= 1"),
-        "resume": Key(False, "bool", "continue the run in output_dir from its last completed epoch"),
+        "resume": Key(False, "bool", "continue the run in output_dir from its last completed epoch; train.epochs may be raised (the schedule is recomputed for the new length), any other change that alters what is computed is refused"),
+        "resume_epoch": Key(None, "int?", "with resume: continue from the kept checkpoint of this epoch (train.save_interval) instead of the last; the run's later epochs are discarded", _positive, ">= 1 or null"),
+        "save_interval": Key(0, "int", "also keep the checkpoint of every N-th epoch, as checkpoints/epoch_<N>.pdckpt (resumable with --resume-epoch); 0 = keep the last epoch's only", _non_negative, ">= 0"),
+        "keep_last": Key(None, "int?", "how many of the kept checkpoints to keep, the newest (null = all)", _positive, ">= 1 or null"),
         "overwrite": Key(False, "bool", "start afresh in an output_dir that already holds a run, deleting it"),
         "visualdl": Key(False, "bool", "also write VisualDL scalars to output_dir/visualdl"),
         "amp": Key("off", "str", "mixed precision: off | O1 | O2 (needs a GPU)", _choice("off", "O1", "O2"), "one of off, O1, O2"),
         "precision": Key("fp32", "str", "CPU training precision: fp32 | bf16 (the oneDNN convolutions read bfloat16 inputs and accumulate in float32; weights, gradients and Adam stay float32; needs model.fast_conv and a CPU with AVX512-BF16 or AMX)", _choice("fp32", "bf16"), "one of fp32, bf16"),
         "throughput_batches": Key(10, "int", "batches timed for the model-only throughput at the end of a run (0 = skip)", _non_negative, ">= 0"),
+        "device": Key("auto", "str", "cpu | gpu | gpu:N (the N-th GPU) | auto (Paddle's default: the first GPU of a GPU build of Paddle, else the CPU)", _device, "cpu, gpu, gpu:N or auto"),
     },
 }
 
 
 def defaults() -> dict[str, dict[str, Any]]:
-    return {section: {k: key.default for k, key in keys.items()} for section, keys in SCHEMA.items()}
+    return {section: {k: copy.copy(key.default) for k, key in keys.items()} for section, keys in SCHEMA.items()}
 
 
 def describe(config: dict | None = None) -> str:
@@ -137,6 +164,8 @@ def _coerce(where: str, key: Key, value: Any) -> Any:
         ok = isinstance(value, bool)
     elif kind == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "ints":
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     elif kind == "float":
         if isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string
             try:
@@ -222,7 +251,8 @@ def apply_overrides(config: dict, overrides: list[str] | tuple[str, ...]) -> dic
 def check_config(config: dict) -> None:
     """The checks that involve several keys, each a ConfigError naming the keys and the fix: a model
     that takes one input size only (AlexNet: 128) refuses another ``data.image_size``; ``model.dropout``
-    applies to the models that have dropout (AlexNet)."""
+    applies to the models that have dropout (AlexNet); the schedule's warmup fits (``check_schedule``);
+    ``train.resume_epoch`` comes with ``train.resume``."""
     from .models import MODELS  # imported when a config is checked: the config and data need no models
 
     name, size = config["model"]["name"], config["data"]["image_size"]
@@ -234,6 +264,24 @@ def check_config(config: dict) -> None:
                           f"or choose a model that takes any size ({takes_any})")
     if "dropout" not in spec.options and config["model"]["dropout"] != SCHEMA["model"]["dropout"].default:
         raise ConfigError(f"model.dropout applies to AlexNet models only; {name} has no dropout to set")
+    check_schedule(config["train"])
+    if config["train"]["resume_epoch"] is not None and not config["train"]["resume"]:
+        raise ConfigError(f"train.resume_epoch={config['train']['resume_epoch']} applies to a resumed run: "
+                          "add --resume (or -o train.resume=true)")
+
+
+def check_schedule(tc: dict) -> None:
+    """The warmup fits in the run and before the first milestone; one warmup key at a time."""
+    if tc["warmup_epochs"] and tc["warmup_iters"]:
+        raise ConfigError(f"train.warmup_epochs={tc['warmup_epochs']} and train.warmup_iters={tc['warmup_iters']}: "
+                          "the warmup is counted in epochs or in iterations; set one of them to 0")
+    if tc["warmup_epochs"] >= tc["epochs"]:
+        raise ConfigError(f"train.warmup_epochs={tc['warmup_epochs']} leaves no epoch of train.epochs={tc['epochs']} "
+                          "for the schedule; lower it below train.epochs")
+    first = {"step": tc["step_size"], "multistep": tc["milestones"][0]}.get(tc["schedule"])
+    if first is not None and tc["warmup_epochs"] >= first:
+        raise ConfigError(f"train.warmup_epochs={tc['warmup_epochs']} reaches the schedule's first decay (after epoch "
+                          f"{first}); lower the warmup or move train.{'step_size' if tc['schedule'] == 'step' else 'milestones'}")
 
 
 def save_config(config: dict, path: str | Path) -> None:
@@ -243,11 +291,12 @@ def save_config(config: dict, path: str | Path) -> None:
 
 
 # Keys that do not change what a run computes (where it writes, how it logs, how data is loaded, which
-# convolution kernel computes the same numbers to float rounding): they may differ between runs that
-# are compared, and change when a run is resumed.
+# checkpoints it keeps, which device or convolution kernel computes the same numbers to float rounding):
+# they may differ between runs that are compared, and change when a run is resumed.
 NON_COMPUTATIONAL = {
     ("train", "output_dir"), ("train", "resume"), ("train", "overwrite"), ("train", "visualdl"),
     ("train", "log_interval"), ("train", "throughput_batches"), ("data", "num_workers"), ("model", "fast_conv"),
+    ("train", "device"), ("train", "save_interval"), ("train", "keep_last"), ("train", "resume_epoch"),
 }
 
 

@@ -137,6 +137,21 @@ def atomic_paddle_save(obj: Any, path: str | Path) -> None:
     _atomic(path, lambda tmp: paddle.save(obj, tmp))
 
 
+def atomic_link(source: str | Path, path: str | Path) -> None:
+    """``path`` as a second name of the file ``source`` (a hard link: one copy on disk), replacing what
+    was at ``path`` atomically; a copy where the file system has no hard links. A later atomic write
+    to either name gives that name a new file and leaves the other as it was."""
+
+    def write(tmp: str) -> None:
+        os.unlink(tmp)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+    _atomic(path, write)
+
+
 def atomic_savefig(fig, path: str | Path, **kwargs) -> None:
     suffix = Path(path).suffix.lstrip(".") or "png"
     _atomic(path, lambda tmp: fig.savefig(tmp, format=suffix, **kwargs))

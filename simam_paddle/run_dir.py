@@ -7,14 +7,23 @@ refusing, replacing or resuming a run) and its checkpoints. Building a model fro
     RUN_DIR/classes.json           the class names in label order (a JSON list), for predict, export, visualize
     RUN_DIR/train.log              the log
     RUN_DIR/history.json           every recorded figure, the environment, whether the run finished
-    RUN_DIR/checkpoint.pdckpt      the resumable state of the last completed epoch (one file)
-    RUN_DIR/best_model.pdparams    weights of the best validation epoch (+ best_optimizer.pdopt)
-    RUN_DIR/final_model.pdparams   weights after the last epoch (+ final_optimizer.pdopt)
+    RUN_DIR/checkpoint.pdckpt      the resumable state of the last completed epoch (one file: model,
+                                   optimizer with its LR schedule, epoch, best metric, history, config)
+    RUN_DIR/checkpoints/epoch_<N>.pdckpt  the checkpoint of epoch N, kept every train.save_interval epochs
+                                   (the newest train.keep_last of them); resumable with --resume-epoch N
+    RUN_DIR/best_model.pdparams    weights of the best validation epoch
+    RUN_DIR/final_model.pdparams   weights after the last epoch
     RUN_DIR/curves.png, predictions.png, visualdl/
     RUN_DIR/export/<format>/       written by simam_paddle.export
     RUN_DIR/attention.png          written by simam_paddle.visualize
 
-The checkpoint (model, optimizer with its LR scheduler, epoch, best metric, history) is written
+Each file is written once: where two names hold the same content they are hard links to one file
+(a copy on a file system without them): ``final_model.pdparams`` and ``best_model.pdparams`` when the
+last epoch is the best, a kept checkpoint and ``checkpoint.pdckpt`` of the same epoch. Optimizer state
+is in the checkpoints only. Runs written before this layout also hold ``best_optimizer.pdopt`` and
+``final_optimizer.pdopt`` (read by no tool; moved aside with the run by ``--overwrite``).
+
+The checkpoint is written
 atomically: a process killed at any moment leaves the previous epoch's checkpoint or the new one.
 Randomness needs no saved state: data order, augmentation, Mixup and dropout of epoch e are seeded
 from (seed, e). A run that ``--overwrite`` replaces is moved aside into ``RUN_DIR/.replaced/`` and
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import paddle
@@ -33,7 +43,7 @@ import paddle
 from .config import NON_COMPUTATIONAL, ConfigError, defaults, load_config, save_config
 from .data import class_names, classes_of
 from .errors import ArgumentError, CheckpointError, DataError, PathError
-from .io import LOCK_NAME, atomic_paddle_save, atomic_write_json, hold_lock, remove_temp_files
+from .io import LOCK_NAME, atomic_link, atomic_paddle_save, atomic_write_json, hold_lock, remove_temp_files
 from .layers.messages import listed
 from .models import load_weights
 from .models.from_config import build_from_config
@@ -43,8 +53,9 @@ CLASSES = "classes.json"
 LOG = "train.log"
 HISTORY = "history.json"
 CHECKPOINT = "checkpoint.pdckpt"
+KEPT = "checkpoints"
 WEIGHTS = {"best": "best_model.pdparams", "final": "final_model.pdparams"}
-OPTIMIZERS = {"best": "best_optimizer.pdopt", "final": "final_optimizer.pdopt"}
+LEGACY = ("best_optimizer.pdopt", "final_optimizer.pdopt")  # optimizer states that runs wrote before
 CURVES = "curves.png"
 PREDICTIONS = "predictions.png"
 VISUALDL = "visualdl"
@@ -52,9 +63,9 @@ EXPORT = "export"
 ATTENTION = "attention.png"
 REPLACED = ".replaced"
 # Everything a training run writes; `--overwrite` moves exactly these aside.
-RUN_FILES = (CONFIG, CLASSES, LOG, HISTORY, CHECKPOINT, *WEIGHTS.values(), *OPTIMIZERS.values(), CURVES, PREDICTIONS, VISUALDL)
+RUN_FILES = (CONFIG, CLASSES, LOG, HISTORY, CHECKPOINT, KEPT, *WEIGHTS.values(), *LEGACY, CURVES, PREDICTIONS, VISUALDL)
 # The flags of one invocation, never saved with the run.
-ONE_OFF = ("resume", "overwrite")
+ONE_OFF = ("resume", "overwrite", "resume_epoch")
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -98,6 +109,24 @@ def run_state(run_dir: str | Path) -> str:
     if history is not None and history.get("finished"):
         return "finished"
     return "resumable" if (Path(run_dir) / CHECKPOINT).is_file() else "new"
+
+
+def resume_point(run_dir: str | Path, config: dict) -> str:
+    """Where ``config`` (with ``train.resume``) continues the run in ``run_dir``: ``run_state``, but a
+    finished run is ``"resumable"`` when ``train.epochs`` was raised or ``train.resume_epoch`` is set;
+    a ``resume_epoch`` that was not kept is a ConfigError naming the epochs that were."""
+    epoch = config["train"]["resume_epoch"]
+    if epoch is not None:
+        if not kept_checkpoint(run_dir, epoch).is_file():
+            kept = kept_epochs(run_dir)
+            raise ConfigError(f"--resume-epoch {epoch}: {run_dir} kept no checkpoint of epoch {epoch} "
+                              f"({'kept epochs: ' + ', '.join(map(str, kept)) if kept else 'it kept none'}; "
+                              "train.save_interval keeps them); resume from one of those or from the last epoch")
+        return "resumable"
+    state = run_state(run_dir)
+    if state == "finished" and config["train"]["epochs"] > len(read_history(run_dir)["epoch"]["epoch"]):
+        return "resumable"
+    return state
 
 
 # -- classes ---------------------------------------------------------------------------------------
@@ -188,8 +217,10 @@ def start_run(out: Path, config: dict) -> str:
     hold_lock(out / LOCK_NAME, f"the run directory {out}")  # before anything in it is touched
     recover_replaced(out)
     remove_temp_files(out)
+    if (out / KEPT).is_dir():
+        remove_temp_files(out / KEPT)
     if train["resume"]:
-        state = run_state(out)
+        state = resume_point(out, config)
         if state == "new":  # killed before its first epoch ended: what it wrote is of no use, but its log
             _clear_run_files(out, keep=(LOG,))
         else:
@@ -256,11 +287,12 @@ def check_resumable(saved: dict, config: dict, path: Path) -> None:
         for section, values in config.items()
         for key, value in values.items()
         if (section, key) not in NON_COMPUTATIONAL and saved.get(section, {}).get(key) != value
+        and not ((section, key) == ("train", "epochs") and value > saved[section][key])
     ]
     if changed:
         raise ConfigError(
             f"cannot resume {path}: the config differs from the saved run in {'; '.join(changed)}. "
-            "Resume with the run's own config, or start a new run in another directory"
+            "Resume with the run's own config (train.epochs may be raised), or start a new run in another directory"
         )
 
 
@@ -282,16 +314,70 @@ def _rename(state: dict, mapping: dict[str, str]) -> dict:
     return out
 
 
-def save_checkpoint(out: Path, model, optimizer, state: dict) -> None:
+def kept_checkpoint(out: str | Path, epoch: int) -> Path:
+    return Path(out) / KEPT / f"epoch_{epoch}.pdckpt"
+
+
+def kept_epochs(out: str | Path) -> list[int]:
+    """The epochs whose checkpoints the run kept (``train.save_interval``), in order."""
+    folder = Path(out) / KEPT
+    names = [p.stem.removeprefix("epoch_") for p in folder.glob("epoch_*.pdckpt")] if folder.is_dir() else []
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def save_checkpoint(out: Path, model, optimizer, state: dict, save_interval: int = 0, keep_last: int | None = None) -> None:
+    """The resumable state of the epoch ``state["epoch"]``; every ``save_interval``-th epoch's also kept
+    (a second name of the same file), the oldest kept ones beyond ``keep_last`` removed."""
     atomic_paddle_save(
         {"model": model.state_dict(), "optimizer": _rename(optimizer.state_dict(), _names(model)), "state": state},
         out / CHECKPOINT,
     )
+    epoch = state["epoch"]
+    if save_interval and epoch % save_interval == 0:
+        atomic_link(out / CHECKPOINT, kept_checkpoint(out, epoch))
+        kept = kept_epochs(out)
+        for old in kept[:-keep_last] if keep_last else []:
+            kept_checkpoint(out, old).unlink()
+
+
+def save_weights(out: Path, which: str, weights: dict, same_as: str | None = None) -> None:
+    """The ``best`` or ``final`` weights; with ``same_as`` (the other name, whose file holds these very
+    weights) a second name of that file instead of a second copy."""
+    if same_as is not None and (out / WEIGHTS[same_as]).is_file():
+        atomic_link(out / WEIGHTS[same_as], out / WEIGHTS[which])
+    else:
+        atomic_paddle_save(weights, out / WEIGHTS[which])
+
+
+def rewind(out: Path, epoch: int, history: dict, with_provenance) -> None:
+    """Make the run directory that of epoch ``epoch`` (``--resume-epoch``), whose ``history`` (as saved
+    in its checkpoint) names its best epoch: its kept checkpoint becomes the last checkpoint and its
+    history the run's; the later kept checkpoints and the final weights are removed; the best weights,
+    when a later epoch wrote them, become those of the best epoch up to ``epoch`` (read from its kept
+    checkpoint; ``with_provenance`` labels them). A best epoch whose weights are nowhere is a
+    ConfigError, raised before anything changes."""
+    best = history["best"]["epoch"]
+    latest = read_history(out)
+    restore = latest is not None and latest["best"]["epoch"] not in (None, best)
+    if restore and not kept_checkpoint(out, best).is_file():
+        raise ConfigError(f"--resume-epoch {epoch}: up to epoch {epoch} the best epoch is {best}, whose weights "
+                          f"{out} no longer holds (best_model.pdparams is of epoch {latest['best']['epoch']} and epoch "
+                          f"{best}'s checkpoint was not kept); resume from the last epoch, or from epoch {best}")
+    if restore:
+        weights = paddle.load(str(kept_checkpoint(out, best)))["model"]
+        atomic_paddle_save(with_provenance(weights), out / WEIGHTS["best"])
+    atomic_link(kept_checkpoint(out, epoch), out / CHECKPOINT)
+    atomic_write_json(out / HISTORY, history)
+    for later in [e for e in kept_epochs(out) if e > epoch]:
+        kept_checkpoint(out, later).unlink()
+    (out / WEIGHTS["final"]).unlink(missing_ok=True)
 
 
 def resume_state(out: Path, config: dict, model, optimizer) -> dict:
-    """Load model and optimizer (with its LR scheduler) from the run's checkpoint; return the saved run state."""
-    path = out / CHECKPOINT
+    """Load model and optimizer (with its LR scheduler) from the run's checkpoint (that of
+    ``train.resume_epoch`` when set); return the saved run state."""
+    epoch = config["train"]["resume_epoch"]
+    path = kept_checkpoint(out, epoch) if epoch is not None else out / CHECKPOINT
     try:
         ckpt = paddle.load(str(path))
     except Exception as exc:  # a corrupt file is not expected (atomic writes), but say what failed
@@ -299,5 +385,7 @@ def resume_state(out: Path, config: dict, model, optimizer) -> dict:
     check_resumable(ckpt["state"]["config"], config, path)
     load_weights(model, ckpt["model"], model_name=config["model"]["name"], source=str(path))
     inverse = {v: k for k, v in _names(model).items()}
-    optimizer.set_state_dict(_rename(ckpt["optimizer"], inverse))
+    with warnings.catch_warnings():  # Paddle's LinearWarmup keeps its schedule's state under a key it then calls unused
+        warnings.filterwarnings("ignore", message="There are some unused values in state_dict")
+        optimizer.set_state_dict(_rename(ckpt["optimizer"], inverse))
     return ckpt["state"]

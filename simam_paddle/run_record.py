@@ -114,5 +114,10 @@ def describe_conv(info: dict) -> str:
     return f"paddle (Paddle's own kernels{why})"
 
 
+def plural(count: int, word: str) -> str:
+    """``plural(1, "epoch")`` -> "1 epoch", ``plural(3, "epoch")`` -> "3 epochs"."""
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
 def seconds(s: float) -> str:
     return str(datetime.timedelta(seconds=int(s)))

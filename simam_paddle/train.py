@@ -1,9 +1,10 @@
 """Train a model of the experiment: ``python -m simam_paddle.train --config configs/alexnet_simam.yaml``.
 
-The recipe of the SimAM notebook (docs/recipe.md): per iteration forward, label-smoothing loss, backward,
-Adam step and a cosine LR step over all iterations; per epoch the running train loss and accuracy,
-then loss and accuracy on the test set. The best and final weights, a resumable checkpoint of the last
-completed epoch, the history of every recorded figure, the log and the figures go into
+The recipe of the SimAM notebook (docs/recipe.md) by default: per iteration forward, label-smoothing
+loss, backward, Adam step and a cosine LR step over all iterations (the optimizer, schedule, warmup and
+clipping of other configs: ``simam_paddle.optim``); per epoch the running train loss and accuracy, then
+loss and accuracy on the test set. The best and final weights, a resumable checkpoint of the last
+completed epoch (and of every ``train.save_interval``-th), the history of every recorded figure, the log and the figures go into
 ``train.output_dir`` (the layout: ``simam_paddle.run_dir``). Runs unchanged under
 ``python -m paddle.distributed.launch`` (one process per device, ``data.batch_size`` per process).
 """
@@ -25,24 +26,39 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from . import fastconv, run_dir
+from . import fastconv, optim, run_dir
 from .config import ConfigError, check_config, describe, load_config
 from .data import Mixup, build_loader, evenly_spaced_images, set_loader_epoch, worker_count
 from .distributed import all_reduce_sum
 from .errors import DataError, Interrupted, MissingDependency, TrainingDiverged
 from .evaluate import evaluate, model_throughput
-from .io import atomic_paddle_save, atomic_write_json
+from .io import atomic_write_json
 from .losses import LabelSmoothingCrossEntropy
 from .models import model_table
 from .models.from_config import build_from_config
 from .models.weights import load_pretrained, with_provenance
 from .native import threads
 from .plots import plot_curves, plot_predictions
-from .run_record import RunLog, describe_conv, describe_simam, new_history, seconds, simam_implementation
+from .run_record import RunLog, describe_conv, describe_simam, new_history, plural, seconds, simam_implementation
+
+
+def check_device(device: str) -> None:
+    """``train.device`` names a device this Paddle can run on; a GPU on a CPU build, or a GPU beyond
+    those present, is a ConfigError naming the fix."""
+    if not device.startswith("gpu"):
+        return
+    if not paddle.device.is_compiled_with_cuda():
+        raise ConfigError(f"train.device={device}: this Paddle is a CPU build, which runs on the CPU only; set "
+                          "train.device=cpu (or auto), or install a GPU build of PaddlePaddle")
+    index, count = int(device.partition(":")[2] or 0), paddle.device.cuda.device_count()
+    if index >= count:
+        raise ConfigError(f"train.device={device}: this machine has {plural(count, 'GPU')} (gpu:0 .. gpu:{count - 1}); "
+                          "choose one of those, or train.device=cpu")
 
 
 def check_environment(config: dict) -> None:
     """Problems with the machine that would only show after work started."""
+    check_device(config["train"]["device"])
     if config["train"]["amp"] != "off" and not paddle.device.is_compiled_with_cuda():
         raise ConfigError(
             f"train.amp={config['train']['amp']} needs a GPU build of Paddle with a GPU; this machine runs Paddle "
@@ -71,6 +87,8 @@ class Trainer:
     def __init__(self, config: dict):
         # Everything that can be checked is checked before the run directory is touched.
         check_environment(config)
+        if config["train"]["device"] != "auto":
+            paddle.set_device(config["train"]["device"])
         threads.configure()  # every CPU operator of the step on the available cores (native/threads.py)
         self.config = config
         self.world, self.rank = dist.get_world_size(), dist.get_rank()
@@ -100,9 +118,8 @@ class Trainer:
             pretrained = load_pretrained(self.model, path, config["model"]["name"], source=f"model.pretrained {path}",
                                          other_model=config["model"]["pretrained_other_model"])
         self.steps = len(self.train_loader)
-        self.scheduler = paddle.optimizer.lr.CosineAnnealingDecay(tc["lr"], T_max=self.steps * tc["epochs"])
-        self.optimizer = paddle.optimizer.Adam(learning_rate=self.scheduler, parameters=self.model.parameters(),
-                                               weight_decay=tc["weight_decay"])
+        self.scheduler = optim.build_schedule(tc, self.steps)
+        self.optimizer = optim.build_optimizer(tc, self.scheduler, self.model.parameters())
         self.criterion = LabelSmoothingCrossEntropy(config["loss"]["smoothing"])
         self.history = new_history(config, self.model, self.steps)
         self.start_epoch, self.best_acc = 0, -1.0
@@ -110,7 +127,7 @@ class Trainer:
         if self.main:
             self.start = run_dir.start_run(self.out, config)
         else:
-            self.start = run_dir.run_state(self.out) if tc["resume"] else "new"
+            self.start = run_dir.resume_point(self.out, config) if tc["resume"] else "new"
         if pretrained and self.start == "new":
             self.notes.append(f"model.pretrained: {pretrained}")
         if tc["resume"] and self.start == "new":
@@ -123,6 +140,14 @@ class Trainer:
             state = run_dir.resume_state(self.out, config, self.model, self.optimizer)
             self.history, self.start_epoch, self.best_acc = state["history"], state["epoch"], state["best_acc"]
             self.completed_epochs = self.start_epoch
+            if tc["resume_epoch"] is not None and self.main:
+                run_dir.rewind(self.out, self.start_epoch, self.history, self.with_provenance)
+            before = state["config"]["train"]["epochs"]
+            if tc["epochs"] != before:  # raised (check_resumable refuses fewer): the schedule's horizon moves
+                self.scheduler.step(self.start_epoch * self.steps)
+                self.notes.append(f"train.epochs raised from {before} to {tc['epochs']}: the {tc['schedule']} schedule "
+                                  f"now spans {tc['epochs'] * self.steps:,} iterations (was {before * self.steps:,}); "
+                                  f"iteration {self.start_epoch * self.steps + 1:,} trains with lr {self.scheduler():.6g}")
         if tc["amp"] == "O2":  # O2 keeps float16 weights with float32 master copies in the optimizer
             self.model, self.optimizer = paddle.amp.decorate(models=self.model, optimizers=self.optimizer, level="O2")
         self.net = paddle.DataParallel(self.model) if self.world > 1 else self.model
@@ -175,7 +200,7 @@ class Trainer:
                 loss.backward()
                 self.optimizer.step()
             self.optimizer.clear_grad()
-            lr = self.optimizer.get_lr()
+            lr = self.optimizer.get_lr()  # the rate this step used
             self.scheduler.step()
             n = labels.shape[0]
             loss_sum += loss_value * n
@@ -194,7 +219,7 @@ class Trainer:
                 avg = batch_cost / done
                 eta = avg * ((epochs - epoch) * self.steps - done)
                 self.log(f"[Train][Epoch {epoch + 1}/{epochs}][Iter {done}/{self.steps}] lr: {lr:.6f}, "
-                         f"loss: {loss_value:.5f}, top1: {correct / count:.4f}, batch_cost: {avg:.4f}s, "
+                         f"loss: {loss_value:.5f}, train acc: {correct / count:.4f}, batch_cost: {avg:.4f}s, "
                          f"reader_cost: {reader_cost / done:.4f}s, ips: {n / avg:.1f} images/sec, eta: {seconds(eta)}")
             else:
                 self.log.progress(f"epoch {epoch + 1}/{epochs} iter {done}/{self.steps} loss {loss_value:.4f}")
@@ -204,7 +229,7 @@ class Trainer:
         if count == 0:
             raise ConfigError("the training loader yielded no batch: data.batch_size is larger than the training set "
                               "(with drop_last); lower data.batch_size or raise data.limit_train")
-        return {"train_loss": loss_sum / count, "train_acc": correct / count, "epoch_time": elapsed,
+        return {"lr": lr, "train_loss": loss_sum / count, "train_acc": correct / count, "epoch_time": elapsed,
                 "train_ips": count / elapsed}
 
     # -- the run ---------------------------------------------------------------------------------
@@ -212,31 +237,32 @@ class Trainer:
         tc = self.config["train"]
         h = self.history
         if self.start == "finished":
-            print(f"{self.out} holds a finished run ({tc['epochs']} epochs): nothing to resume", flush=True)
+            print(f"{self.out} holds a finished run ({plural(tc['epochs'], 'epoch')}): nothing to resume", flush=True)
             return h
         for note in self.notes:
             self.log(note)
         if self.start_epoch:
-            self.log(f"resuming {self.out} after epoch {self.start_epoch}")
-        self.log(f"{h['model']}: {h['params']:,} parameters, {self.steps} iterations per epoch, "
-                 f"{tc['epochs']} epochs, output {self.out}")
+            kept = " (its kept checkpoint; any later epochs are discarded)" if tc["resume_epoch"] is not None else ""
+            self.log(f"resuming {self.out} after epoch {self.start_epoch}{kept}")
+        self.log(f"{h['model']}: {h['params']:,} parameters, {plural(self.steps, 'iteration')} per epoch, "
+                 f"{plural(tc['epochs'], 'epoch')}, output {self.out}")
         self.log(f"SimAM implementation: {describe_simam(simam_implementation(self.model))}")
         self.log(f"Convolutions: {describe_conv(fastconv.implementation(self.model))}")
         self.log(f"CPU threads: {threads.running()} for every operator of a step, data loading: "
                  f"{worker_count(self.config['data']['num_workers'])} worker processes ({threads.ENV} sets the threads)")
         for epoch in range(self.start_epoch, tc["epochs"]):
-            lr = self.optimizer.get_lr()
             stats = self.train_epoch(epoch)
             val = evaluate(self.model, self.val_loader, self.config["loss"]["smoothing"])
-            record = {"epoch": epoch + 1, "lr": lr, **stats, "val_loss": val["loss"], "val_acc": val["acc"],
-                      "val_ips": val["ips"]}
+            # lr: the rate the epoch's last step used, as the epoch's last [Train] line says
+            record = {"epoch": epoch + 1, **stats, "val_loss": val["loss"], "val_acc": val["acc"], "val_ips": val["ips"]}
             for key, value in record.items():
                 h["epoch"][key].append(value)
             improved = val["acc"] > self.best_acc
             if improved:
                 self.best_acc = val["acc"]
                 h["best"] = {"epoch": epoch + 1, "val_acc": val["acc"]}
-            self.log(f"[Eval][Epoch {epoch + 1}/{tc['epochs']}] train loss: {stats['train_loss']:.5f}, train acc: "
+            self.log(f"[Eval][Epoch {epoch + 1}/{tc['epochs']}] lr: {stats['lr']:.6f}, train loss: "
+                     f"{stats['train_loss']:.5f}, train acc: "
                      f"{stats['train_acc']:.4f}, val loss: {val['loss']:.5f}, val acc: {val['acc']:.4f}"
                      f"{' (best)' if improved else ''}, epoch time: {seconds(stats['epoch_time'])}, "
                      f"train ips: {stats['train_ips']:.1f}")
@@ -245,10 +271,10 @@ class Trainer:
                     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "train_ips"):
                         self.vdl.add_scalar(f"epoch/{key}", record[key], epoch + 1)
                 if improved:
-                    atomic_paddle_save(self.weights_to_save(), self.out / run_dir.WEIGHTS["best"])
-                    atomic_paddle_save(self.optimizer.state_dict(), self.out / run_dir.OPTIMIZERS["best"])
+                    run_dir.save_weights(self.out, "best", self.weights_to_save())
                 run_dir.save_checkpoint(self.out, self.model, self.optimizer,
-                                        {"epoch": epoch + 1, "best_acc": self.best_acc, "history": h, "config": self.config})
+                                        {"epoch": epoch + 1, "best_acc": self.best_acc, "history": h, "config": self.config},
+                                        tc["save_interval"], tc["keep_last"])
                 run_dir.commit_replacement(self.out)
                 atomic_write_json(self.out / run_dir.HISTORY, h)
                 self.completed_epochs = epoch + 1
@@ -257,15 +283,18 @@ class Trainer:
 
     def weights_to_save(self) -> dict:
         """The model's state dict with its provenance: this model's name and this run directory."""
-        return with_provenance(self.model.state_dict(), self.config["model"]["name"], f"the run {self.out.resolve()}")
+        return self.with_provenance(self.model.state_dict())
+
+    def with_provenance(self, weights: dict) -> dict:
+        return with_provenance(weights, self.config["model"]["name"], f"the run {self.out.resolve()}")
 
     def finish(self) -> None:
         """Final weights, throughput of the best model, figures."""
         if not self.main:
             return
         tc, h = self.config["train"], self.history
-        atomic_paddle_save(self.weights_to_save(), self.out / run_dir.WEIGHTS["final"])
-        atomic_paddle_save(self.optimizer.state_dict(), self.out / run_dir.OPTIMIZERS["final"])
+        last_is_best = h["best"]["epoch"] == h["epoch"]["epoch"][-1]
+        run_dir.save_weights(self.out, "final", self.weights_to_save(), same_as="best" if last_is_best else None)
         best, _ = run_dir.load_run_model(self.out, "best")
         if tc["throughput_batches"]:
             h["throughput"]["model_only_ips"] = model_throughput(
@@ -281,9 +310,11 @@ class Trainer:
             predicted = best(paddle.to_tensor(images)).argmax(axis=1).tolist()
         plot_predictions(images, predicted, truth, self.classes, self.out / run_dir.PREDICTIONS)
         tp = h["throughput"]
+        model_only = (f"model-only {tp['model_only_ips']:.1f} img/s" if "model_only_ips" in tp
+                      else "model-only not measured (train.throughput_batches=0)")
         self.log(f"done: best val acc {h['best']['val_acc']:.4f} (epoch {h['best']['epoch']}), final val acc "
-                 f"{h['epoch']['val_acc'][-1]:.4f}; throughput model-only {tp.get('model_only_ips', float('nan')):.1f} "
-                 f"img/s, end-to-end {tp['end_to_end_ips']:.1f} img/s; files in {self.out}")
+                 f"{h['epoch']['val_acc'][-1]:.4f}; throughput {model_only}, end-to-end {tp['end_to_end_ips']:.1f} "
+                 f"img/s; files in {self.out}")
         self.log.close()
         if self.vdl is not None:
             self.vdl.close()
@@ -321,6 +352,9 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                    help="continue the run in train.output_dir (or in RUN_DIR, with its own config) from its last "
                         "completed epoch")
+    p.add_argument("--resume-epoch", type=int, metavar="N", help="with --resume: continue from the checkpoint of "
+                   "epoch N that the run kept (train.save_interval) instead of its last; its later epochs are discarded")
+    p.add_argument("--device", metavar="DEVICE", help="cpu, gpu, gpu:N or auto: the same as -o train.device=DEVICE")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in train.output_dir")
     p.add_argument("--print-config", action="store_true", help="print the resolved config, every key with its meaning, and exit")
     p.add_argument("--list-models", action="store_true",
@@ -337,6 +371,10 @@ def resolve_config(args) -> dict:
             path = run_dir.read_config_path(args.resume)
         overrides.append(f"train.output_dir={args.resume}")
     flags = [f"train.{name}=true" for name in ("resume", "overwrite") if getattr(args, name)]
+    if args.resume_epoch is not None:
+        flags.append(f"train.resume_epoch={args.resume_epoch}")
+    if args.device is not None:
+        flags.append(f"train.device={args.device}")
     return load_config(path, overrides + flags)
 
 
