@@ -35,7 +35,7 @@ from .distributed import all_reduce_sum
 from .errors import DataError
 from .layers.messages import listed
 from .losses import label_smoothing_cross_entropy
-from .metrics import CONFUSION_FILE, EVALUATION_FILE, Tally, report, save_evaluation, summarise
+from .metrics import CONFUSION_FILE, EVALUATION_FILE, Tally, evaluation_figures, report, save_evaluation
 from .timing import measure
 
 
@@ -88,7 +88,7 @@ def write_evaluation(model, loader, class_names: list[str], folder: Path, title:
     """Evaluate ``model`` on ``loader``, then write evaluation.json and confusion.png into ``folder``
     (``simam_paddle.metrics.save_evaluation``). Returns the evaluation, its figures and the files written."""
     result = evaluate(model, loader, smoothing, reduce)
-    figures = summarise(result["confusion"], result["top5_hits"], class_names)
+    figures = evaluation_figures(result["confusion"], result["top5_hits"], class_names)
     about = {**about, "loss": result["loss"]}
     return result, figures, save_evaluation(figures, folder, title, about)
 

@@ -57,7 +57,7 @@ class Tally:
         self.top_k_hits += top_k_hits(logits, labels, TOP_K)
 
 
-def summarise(confusion: np.ndarray, top_k_correct: int, class_names: list[str]) -> dict:
+def evaluation_figures(confusion: np.ndarray, top_k_correct: int, class_names: list[str]) -> dict:
     """The figures of an evaluation from its confusion matrix and top-5 hits (see the module docstring)."""
     confusion = np.asarray(confusion, dtype=np.int64)
     if len(class_names) != len(confusion):

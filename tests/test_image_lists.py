@@ -122,3 +122,19 @@ def test_trains_and_evaluates_on_lists_with_their_class_names(lists, tmp_path):
     assert not (tmp_path / "bad").exists()
     text = run_tool("evaluate", out, "--rounds", "1", "-o", f"data.root={root / 'val_list.txt'}", check=False)
     assert text.returncode == 2 and "an image list's name must contain 'train'" in text.stderr
+
+
+def test_the_lists_that_paddleclas_image_lists_writes_read_as_their_folder(tmp_path):
+    from helpers import write_learnable_image_folder
+
+    from simam_paddle.paddleclas import write_image_lists
+
+    folder = write_learnable_image_folder(tmp_path / "pets", 2, 1, classes=["dog", "cat", "fox"], val_folder="val")
+    write_image_lists(folder)  # into the folder: train_list.txt, val_list.txt, label_list.txt
+    assert resolve_source(folder).kind == "image_folder"  # a folder with train/ stays an image folder
+    lists = folder / "train_list.txt"
+    assert classes_of(lists) == classes_of(folder) == ["cat", "dog", "fox"]
+    for split in ("train", "test"):
+        (from_lists, labels_lists), (from_folder, labels_folder) = load_split(lists, split), load_split(folder, split)
+        np.testing.assert_array_equal(from_lists, from_folder)
+        assert labels_lists.tolist() == labels_folder.tolist()

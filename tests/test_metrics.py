@@ -11,7 +11,7 @@ import pytest
 
 from simam_paddle.errors import DataError
 from simam_paddle.evaluate import check_classes, evaluate, write_evaluation
-from simam_paddle.metrics import report, summarise
+from simam_paddle.metrics import evaluation_figures, report
 
 # 3 classes, 6 images: (label, logits) and, by hand, the prediction (the first of equal maxima).
 THREE = [
@@ -52,7 +52,7 @@ def model_of(cases):
 def test_three_classes_by_hand(batch):
     result = evaluate(model_of(THREE), loader_of(THREE, batch), smoothing=0.0)
     assert result["confusion"].tolist() == THREE_CONFUSION
-    figures = summarise(result["confusion"], result["top5_hits"], ["a", "b", "c"])
+    figures = evaluation_figures(result["confusion"], result["top5_hits"], ["a", "b", "c"])
     assert figures["images"] == 6 and figures["top1"] == pytest.approx(3 / 6) == pytest.approx(result["acc"])
     assert {name: row["acc"] for name, row in figures["per_class"].items()} == pytest.approx(
         {"a": 1 / 2, "b": 1 / 1, "c": 1 / 3})
@@ -70,7 +70,7 @@ def test_three_classes_by_hand(batch):
 def test_top5_with_seven_classes_by_hand(batch):
     result = evaluate(model_of(SEVEN), loader_of(SEVEN, batch))
     assert result["top5_hits"] == 3
-    figures = summarise(result["confusion"], result["top5_hits"], [f"c{k}" for k in range(7)])
+    figures = evaluation_figures(result["confusion"], result["top5_hits"], [f"c{k}" for k in range(7)])
     assert figures["top5"] == pytest.approx(3 / 6) and figures["top1"] == pytest.approx(1 / 6)
     assert figures["top5_note"] is None
     assert figures["per_class"]["c6"] == {"images": 2, "correct": 1, "acc": 0.5}
