@@ -10,11 +10,13 @@ its picture ``confusion.png``, and the file ``evaluation.json`` that holds them 
 - The picture: each row normalised by its class's images (the colour is the share of class c's
   images predicted as each class, on a square-root scale; a colour bar says so), counts written in the cells up to
   ``ANNOTATE_MAX`` classes; beyond that the cells are too small for text, and the figure grows with
-  the number of classes so that every class keeps its label.
+  the number of classes so that every class keeps its label (a longer name than ``LABEL_CHARS`` shown by its start and end), up to
+  ``NAMED_MAX`` classes; beyond, the matrix keeps a fixed size and its axes give class indices.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,9 @@ from .layers.messages import listed
 
 TOP_K = 5
 ANNOTATE_MAX = 20  # classes up to which the picture writes each cell's count
+NAMED_MAX = 150  # classes up to which the picture labels every class by name (beyond: indices, a fixed size)
+LABEL_CHARS = 24  # a longer class name is cut to this many characters in the picture
+LARGE_SIDE = 22.0  # inches of the matrix beyond NAMED_MAX classes
 PRINT_ALL_MAX = 20  # classes up to which the report prints every class's accuracy (else the lowest PRINT_LOWEST)
 PRINT_LOWEST = 10
 CONFUSION_FILE = "confusion.png"
@@ -117,26 +122,36 @@ def plot_confusion(figures: dict, path: str | Path, title: str) -> None:
     n = len(names)
     rows = confusion.sum(axis=1, keepdims=True)
     share = np.divide(confusion, rows, out=np.zeros_like(confusion), where=rows > 0)
+    named = n <= NAMED_MAX
+    head = LABEL_CHARS * 2 // 3  # a long name keeps its start and its end, which tell numbered names apart
+    labels = [name if len(name) <= LABEL_CHARS else name[:head] + "…" + name[head + 1 - LABEL_CHARS:] for name in names]
     cell = 0.5 if n <= ANNOTATE_MAX else 0.16  # inches per class: room for a count, or for a label
-    side = max(5.0, n * cell)
+    side = max(5.0, n * cell) if named else LARGE_SIDE
     label_size = 9 if n <= ANNOTATE_MAX else 6.5
-    longest = max(len(name) for name in names)
+    longest = max(len(label) for label in labels) if named else len(str(n))
     margin = 0.8 + longest * label_size / 72 * 0.6  # the class names beside and under the matrix
     fig, ax = plt.subplots(figsize=(side + margin + 1.4, side + margin + 0.8))
     # a square-root colour scale, so that the few-percent confusions off the diagonal show
     image = ax.imshow(share, cmap="Blues", norm=PowerNorm(0.5, vmin=0, vmax=1), interpolation="nearest")
-    ax.set_xticks(range(n), names, rotation=90 if longest > 4 else 0, fontsize=label_size)
-    ax.set_yticks(range(n), names, fontsize=label_size)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    if named:
+        ticks, tick_labels = range(n), labels
+    else:  # too many classes for a label each: their indices, every `step`
+        step = 10 * math.ceil(n / 200)  # about 20 labelled indices
+        ticks = range(0, n, step)
+        tick_labels = [str(k) for k in ticks]
+    ax.set_xticks(ticks, tick_labels, rotation=90 if longest > 4 else 0, fontsize=label_size)
+    ax.set_yticks(ticks, tick_labels, fontsize=label_size)
+    which = "" if named else f" (class index; the names are in {EVALUATION_FILE})"
+    ax.set_xlabel("predicted class" + which)
+    ax.set_ylabel("true class" + which)
     if n <= ANNOTATE_MAX:
         for t in range(n):
             for p in range(n):
                 if confusion[t, p]:
                     ax.text(p, t, f"{int(confusion[t, p])}", ha="center", va="center", fontsize=10 if n <= 10 else 8,
                             color="white" if share[t, p] > 0.4 else "black")
-    else:  # a faint grid every 10 classes, to follow rows and columns
-        for k in range(10, n, 10):
+    else:  # a faint grid every 10 classes (or every labelled index), to follow rows and columns
+        for k in range(10, n, 10) if named else ticks[1:]:
             ax.axhline(k - 0.5, color="grey", lw=0.4, alpha=0.6)
             ax.axvline(k - 0.5, color="grey", lw=0.4, alpha=0.6)
     counts = "counts in the cells; " if n <= ANNOTATE_MAX else ""

@@ -110,3 +110,16 @@ def test_other_classes_are_named_both_ways():
     assert "only in the model: fox; only in the data: owl" in message
     with pytest.raises(DataError, match="the same names in another label order"):
         check_classes(["cat", "dog"], ["dog", "cat"], "the model", "the data")
+
+
+@pytest.mark.parametrize("classes, widest", [(10, 1000), (100, 2200), (1000, 3000)])
+def test_the_picture_grows_with_the_classes_up_to_a_bound(tmp_path, classes, widest):
+    import struct
+
+    from simam_paddle.metrics import confusion_matrix, plot_confusion
+
+    labels = np.arange(classes)
+    figures = evaluation_figures(confusion_matrix(labels, labels, classes), classes, [f"c{k}" for k in labels])
+    plot_confusion(figures, tmp_path / "confusion.png", "title")
+    width, height = struct.unpack(">II", (tmp_path / "confusion.png").read_bytes()[16:24])  # the PNG's IHDR
+    assert 600 < width <= widest and 600 < height <= widest
