@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
     p.add_argument("--output", type=Path, default=None, metavar="FILE",
                    help="also write every image's top-k into FILE: results.csv or results.json (by the suffix)")
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+    p.add_argument("--batch-size", type=cli.positive_int, default=BATCH_SIZE, metavar="N",
                    help=f"images read and classified at a time (default: {BATCH_SIZE})")
     cli.add_weights(p)
     cli.add_engine(p)
