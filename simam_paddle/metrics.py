@@ -43,9 +43,13 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int
 
 
 def top_k_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
-    """How many rows of ``logits`` [N, C] have their label among their ``k`` largest values (ties: lower index first)."""
-    order = np.argsort(-np.asarray(logits), axis=1, kind="stable")[:, :k]
-    return int((order == np.asarray(labels, np.int64).reshape(-1, 1)).any(axis=1).sum())
+    """How many rows of ``logits`` [N, C] have their label among their ``k`` largest values: fewer than ``k``
+    classes rank ahead of it, a larger logit, or an equal one of a lower class index."""
+    logits, labels = np.asarray(logits), np.asarray(labels, np.int64).ravel()
+    own = logits[np.arange(len(labels)), labels][:, None]
+    lower = np.arange(logits.shape[1])[None, :] < labels[:, None]
+    ahead = (logits > own).sum(axis=1) + ((logits == own) & lower).sum(axis=1)
+    return int((ahead < k).sum())
 
 
 class Tally:
