@@ -5,7 +5,8 @@ flag means one thing everywhere, defined once here:
 
     PATH            the positional argument of every tool that loads a model: a run directory, or an
                     export folder where the tool runs exports (predict, evaluate)
-    --output DIR    always a folder, into which the tool writes its files under fixed names
+    --output DIR    where the tool writes: a folder, into which it writes its files under fixed names;
+                    predict alone writes one table, so its --output is that file (.csv or .json)
     -o section.key=value   a config key, in every tool that uses a config; a key the tool would
                     ignore is refused (``overrides``)
     --rounds N      timed repetitions, in every tool and script that times something

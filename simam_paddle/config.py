@@ -79,7 +79,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "fast_conv": Key(True, "bool", "AlexNet's CPU float32 convolutions through oneDNN (simam_paddle.fastconv) where it builds, else Paddle's own; same numbers to float rounding; other models use Paddle's"),
     },
     "data": {
-        "root": Key(None, "str?", "cifar-10-python.tar.gz path, image-folder root (train/<class>/, val/<class>/ or test/<class>/), or null for Paddle's CIFAR-10 cache"),
+        "root": Key(None, "str?", "cifar-10-python.tar.gz path, image-folder root (train/<class>/, val/<class>/ or test/<class>/), PaddleClas image list (train_list.txt, val_list.txt beside it; or their folder), or null for Paddle's CIFAR-10 cache"),
         "image_size": Key(128, "int", "side of the square images the model sees; the recipe's transforms are scaled to it (AlexNet needs 128)", lambda v: v >= 16, ">= 16"),
         "download": Key(True, "bool", "let Paddle download CIFAR-10 into its cache when root is null"),
         "train_transforms": Key("recipe", "str", "train pipeline: recipe (the notebook's, step for step) | fast (same distributions, less work) | none (no augmentation)", _choice("recipe", "fast", "none"), "one of recipe, fast, none"),

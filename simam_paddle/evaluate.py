@@ -5,7 +5,12 @@ its engine (Paddle Inference or onnxruntime) with the fastest settings measured,
 output (``--threads``, ``--no-onednn``, ``--program`` change them), on the data of the run it was exported from
 (its config.yaml, when the run is still there) or of ``-o data.root=...``. ``-o`` takes the data and
 loss keys only: the model is the one saved, and a model key (``model.e_lambda``) would be ignored, so
-it is refused.
+it is refused. Data whose classes (names, in label order) are not the model's is refused, naming both.
+
+It prints the loss, top-1 and top-5 (with more than 5 classes) and per-class accuracy, and writes
+``evaluation.json`` (every figure and the confusion matrix) and ``confusion.png`` into ``--output``
+(default: PATH's folder); ``simam_paddle.metrics`` defines them. A training run writes the same two
+files for its best weights at its end (``evaluate_run_end``).
 
 Two throughputs, because they answer different questions:
 - model-only: images/s of forward passes on ready tensors, after warm-up (what the model costs);
@@ -21,23 +26,29 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import paddle
 
 from .distributed import all_reduce_sum
 from .errors import DataError
+from .layers.messages import listed
 from .losses import label_smoothing_cross_entropy
+from .metrics import CONFUSION_FILE, EVALUATION_FILE, Tally, evaluation_figures, report, save_evaluation
 from .timing import measure
 
 
 @paddle.no_grad()
-def evaluate(model: paddle.nn.Layer, loader, smoothing: float = 0.1) -> dict:
-    """Mean loss and accuracy over ``loader`` (over all processes' shards), and the pass's end-to-end
-    images/s (loading included). ``model`` is a Layer or any function from images to logits (tensors)."""
+def evaluate(model: paddle.nn.Layer, loader, smoothing: float = 0.1, reduce: bool = True) -> dict:
+    """Mean loss and accuracy over ``loader``, the pass's end-to-end images/s (loading included), and
+    the confusion matrix ``confusion`` and top-5 hits ``top5_hits`` (``simam_paddle.metrics``). With
+    ``reduce`` the sums are over all processes' shards (every process must call it then); without, over
+    this process's loader alone. ``model`` is a Layer or any function from images to logits (tensors)."""
     if isinstance(model, paddle.nn.Layer):
         model.eval()
     loss_sum = correct = count = 0.0
+    tally = Tally()
     start = time.perf_counter()
     for images, labels in loader:
         logits = model(images)
@@ -45,12 +56,41 @@ def evaluate(model: paddle.nn.Layer, loader, smoothing: float = 0.1) -> dict:
         loss_sum += float(label_smoothing_cross_entropy(logits, labels, smoothing)) * n
         correct += float((logits.argmax(axis=1) == labels.reshape([-1])).astype("float32").sum())
         count += n
+        tally.add(logits.numpy(), labels.numpy())
     seconds = time.perf_counter() - start
-    loss_sum, correct, count = all_reduce_sum([loss_sum, correct, count])  # each process saw its shard
-    if count == 0:
+    if tally.confusion is None:
         raise DataError("the evaluation loader yielded no images")
+    sums = [loss_sum, correct, count, tally.top_k_hits, *tally.confusion.ravel().tolist()]
+    if reduce:
+        sums = all_reduce_sum(sums)  # each process saw its shard
+    loss_sum, correct, count, top5_hits = sums[:4]
+    confusion = np.rint(sums[4:]).astype(np.int64).reshape(tally.confusion.shape)
     return {"loss": loss_sum / count, "acc": correct / count, "images": int(count), "seconds": seconds,
-            "ips": count / seconds}
+            "ips": count / seconds, "confusion": confusion, "top5_hits": int(round(top5_hits))}
+
+
+def check_classes(model_classes: list[str], data_classes: list[str], model_what: str, data_what: str) -> None:
+    """A DataError naming both class sets when the data's classes (names, in label order) are not the model's."""
+    if list(model_classes) == list(data_classes):
+        return
+    only_model = [c for c in model_classes if c not in data_classes]
+    only_data = [c for c in data_classes if c not in model_classes]
+    detail = (f"only in the model: {listed(only_model, 12) or '-'}; only in the data: {listed(only_data, 12) or '-'}"
+              if only_model or only_data else "the same names in another label order")
+    raise DataError(
+        f"the data's classes are not the model's: {model_what} has {len(model_classes)} classes "
+        f"({listed(model_classes, 12)}), {data_what} {len(data_classes)} ({listed(data_classes, 12)}); {detail}. "
+        "Evaluate on data of the model's classes (-o data.root=...)")
+
+
+def write_evaluation(model, loader, class_names: list[str], folder: Path, title: str, about: dict,
+                     smoothing: float = 0.1, reduce: bool = True) -> tuple[dict, dict, list[Path]]:
+    """Evaluate ``model`` on ``loader``, then write evaluation.json and confusion.png into ``folder``
+    (``simam_paddle.metrics.save_evaluation``). Returns the evaluation, its figures and the files written."""
+    result = evaluate(model, loader, smoothing, reduce)
+    figures = evaluation_figures(result["confusion"], result["top5_hits"], class_names)
+    about = {**about, "loss": result["loss"]}
+    return result, figures, save_evaluation(figures, folder, title, about)
 
 
 @paddle.no_grad()
@@ -67,6 +107,20 @@ def model_throughput(models: dict[str, paddle.nn.Layer], batch_size: int = 128, 
     return {name: batch_size / s for name, s in seconds.items()}
 
 
+def evaluate_run_end(model: paddle.nn.Layer, loader, class_names: list[str], run_dir: Path, config: dict,
+                     best_epoch: int) -> str:
+    """The end of a training run: the best weights (``model``, of epoch ``best_epoch``) on ``loader``, this
+    process's whole validation set, into the run's evaluation.json and confusion.png; returns the log line."""
+    result, figures, written = write_evaluation(
+        model, loader, class_names, run_dir,
+        f"{config['model']['name']}, seed {config['train']['seed']}, best weights (epoch {best_epoch})",
+        {"model": f"{config['model']['name']} (best weights, epoch {best_epoch})", "data_root": config["data"]["root"]},
+        config["loss"]["smoothing"], reduce=False)
+    top5 = f", top-5 {figures['top5']:.4f}" if figures["top5"] is not None else f" ({figures['top5_note']})"
+    return (f"best weights on {result['images']} test images: top-1 {figures['top1']:.4f}{top5}; per-class accuracy "
+            f"and confusion matrix in {', '.join(path.name for path in written)}")
+
+
 # The config sections evaluate applies: the data it evaluates on and the loss it reports. Model and
 # training keys are refused: the model is the saved one, and a changed model.e_lambda (say) would
 # measure a model that was never trained under the run's name.
@@ -74,7 +128,7 @@ EVALUATE_KEYS = ("data", "loss")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data import build_loader, worker_count
+    from .data import build_loader, classes_of, worker_count
     from .runner import open_model
 
     p = cli.parser("evaluate", __doc__.split("\n")[0])
@@ -83,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_engine(p)
     cli.add_rounds(p, 10, "the model-only throughput (batches)")
     cli.add_overrides(p, "a data or loss setting of the run (data.root=PATH, data.limit_val=1000, ...)")
+    cli.add_output(p, f"{EVALUATION_FILE} and {CONFUSION_FILE}", "PATH's folder: the run directory or export folder")
     args = p.parse_args(argv)
 
     def work() -> None:
@@ -90,15 +145,23 @@ def main(argv: list[str] | None = None) -> int:
                                   "evaluate measures the model as it was trained and saved")
         model = open_model(args.path, args.weights, args.onednn, args.threads, args.program, overrides=overrides)
         config, batch_size = model.config, model.config["data"]["batch_size"]
-        result = evaluate(lambda images: paddle.to_tensor(model(images.numpy())), build_loader(config, "val"),
-                          config["loss"]["smoothing"])
+        root = config["data"]["root"]
+        check_classes(model.class_names, classes_of(root), f"the model ({args.path})",
+                      f"the data (data.root {root if root is not None else 'null: CIFAR-10 in Paddle cache'})")
+        folder = args.output or (Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent)
+        result, figures, written = write_evaluation(
+            lambda images: paddle.to_tensor(model(images.numpy())), build_loader(config, "val"), model.class_names,
+            folder, f"{config['model']['name']}: confusion matrix", {"model": model.description, "data_root": root},
+            config["loss"]["smoothing"])
         x = np.random.default_rng(0).standard_normal((batch_size, 3, model.input_size, model.input_size), np.float32)
         model_ips = batch_size / measure({"model": lambda: model(x)}, args.rounds, 2, quiet_wait=0).seconds["model"]
         print(f"{model.description} on {result['images']} test images")
         print(f"  val loss {result['loss']:.4f}  val acc {result['acc']:.4f}")
+        print(report(figures))
         print(f"  throughput: model-only {model_ips:.1f} img/s (batch {config['data']['batch_size']}, ready tensors, "
               f"median of {args.rounds} after warm-up); end-to-end {result['ips']:.1f} img/s "
               f"(through the loader, {worker_count(config['data']['num_workers'])} workers)")
+        print(f"written: {', '.join(str(path) for path in written)}")
 
     return cli.run(work)
 

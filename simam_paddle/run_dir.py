@@ -14,6 +14,7 @@ refusing, replacing or resuming a run) and its checkpoints. Building a model fro
     RUN_DIR/best_model.pdparams    weights of the best validation epoch
     RUN_DIR/final_model.pdparams   weights after the last epoch
     RUN_DIR/curves.png, predictions.png, visualdl/
+    RUN_DIR/confusion.png, evaluation.json   the best weights on the validation set: top-1, top-5, per class
     RUN_DIR/export/<format>/       written by simam_paddle.export
     RUN_DIR/attention.png          written by simam_paddle.visualize
 
@@ -45,6 +46,7 @@ from .data import class_names, classes_of
 from .errors import ArgumentError, CheckpointError, DataError, PathError
 from .io import LOCK_NAME, atomic_link, atomic_paddle_save, atomic_write_json, hold_lock, remove_temp_files
 from .layers.messages import listed
+from .metrics import CONFUSION_FILE, EVALUATION_FILE
 from .models import load_weights
 from .models.from_config import build_from_config
 
@@ -58,12 +60,14 @@ WEIGHTS = {"best": "best_model.pdparams", "final": "final_model.pdparams"}
 LEGACY = ("best_optimizer.pdopt", "final_optimizer.pdopt")  # optimizer states that runs wrote before
 CURVES = "curves.png"
 PREDICTIONS = "predictions.png"
+CONFUSION, EVALUATION = CONFUSION_FILE, EVALUATION_FILE  # the best weights' evaluation (simam_paddle.metrics)
 VISUALDL = "visualdl"
 EXPORT = "export"
 ATTENTION = "attention.png"
 REPLACED = ".replaced"
 # Everything a training run writes; `--overwrite` moves exactly these aside.
-RUN_FILES = (CONFIG, CLASSES, LOG, HISTORY, CHECKPOINT, KEPT, *WEIGHTS.values(), *LEGACY, CURVES, PREDICTIONS, VISUALDL)
+RUN_FILES = (CONFIG, CLASSES, LOG, HISTORY, CHECKPOINT, KEPT, *WEIGHTS.values(), *LEGACY, CURVES, PREDICTIONS,
+             CONFUSION, EVALUATION, VISUALDL)
 # The flags of one invocation, never saved with the run.
 ONE_OFF = ("resume", "overwrite", "resume_epoch")
 

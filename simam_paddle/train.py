@@ -31,7 +31,7 @@ from .config import ConfigError, check_config, describe, load_config
 from .data import Mixup, build_loader, evenly_spaced_images, set_loader_epoch, worker_count
 from .distributed import all_reduce_sum
 from .errors import DataError, Interrupted, MissingDependency, TrainingDiverged
-from .evaluate import evaluate, model_throughput
+from .evaluate import evaluate, evaluate_run_end, model_throughput
 from .io import atomic_write_json
 from .losses import LabelSmoothingCrossEntropy
 from .models import model_table
@@ -309,6 +309,8 @@ class Trainer:
         with paddle.no_grad():
             predicted = best(paddle.to_tensor(images)).argmax(axis=1).tolist()
         plot_predictions(images, predicted, truth, self.classes, self.out / run_dir.PREDICTIONS)
+        val_loader = self.val_loader if self.world == 1 else build_loader(self.config, "val")  # all of it, here alone
+        self.log(evaluate_run_end(best, val_loader, self.classes, self.out, self.config, h["best"]["epoch"]))
         tp = h["throughput"]
         model_only = (f"model-only {tp['model_only_ips']:.1f} img/s" if "model_only_ips" in tp
                       else "model-only not measured (train.throughput_batches=0)")

@@ -117,3 +117,86 @@ def test_prediction_grids_are_drawn_from_each_models_first_run(tmp_path):
     for model in ("alexnet", "alexnet_simam"):
         png = tmp_path / "out" / f"predictions_{model}.png"
         assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 20_000
+
+
+def test_the_plain_twin_is_the_default_baseline_of_any_pair(tmp_path):
+    accs = {("mobilenet_v2", 1): (0.5, 0.6, 0.58), ("mobilenet_v2", 2): (0.5, 0.62, 0.60),
+            ("mobilenet_v2_simam", 1): (0.5, 0.61, 0.61), ("mobilenet_v2_simam", 2): (0.5, 0.64, 0.64)}
+    runs = [make_run(tmp_path, m, s, a) for (m, s), a in accs.items()]
+    models = compare(runs, tmp_path / "out", measure_throughput=False)["models"]
+    assert "delta_final_val_acc" not in models["mobilenet_v2"]
+    delta = models["mobilenet_v2_simam"]["delta_final_val_acc"]
+    assert models["mobilenet_v2_simam"]["baseline"] == "mobilenet_v2"
+    assert delta["mean"] == pytest.approx((0.03 + 0.04) / 2) and delta["seeds"] == [1, 2]
+    # differences 0.03, 0.04: std 0.00707, half-width t(0.975, 1) * std / sqrt(2)
+    half = 12.706205 * (0.01 / math.sqrt(2)) / math.sqrt(2)
+    assert delta["ci95"] == pytest.approx([0.035 - half, 0.035 + half], rel=1e-5)
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "mobilenet_v2_simam − mobilenet_v2 (paired by seed over 2 seeds, t interval)" in md
+
+
+def test_baseline_by_name_and_an_unknown_one(tmp_path, capsys):
+    runs = [make_run(tmp_path, m, 1, RUNS[(m, 1)]) for m in ("alexnet", "alexnet_simam")]
+    runs.append(make_run(tmp_path, "resnet18_simam", 1, (0.4, 0.5, 0.5)))
+    models = compare(runs, tmp_path / "out", measure_throughput=False, baseline="alexnet_simam")["models"]
+    assert models["alexnet"]["baseline"] == models["resnet18_simam"]["baseline"] == "alexnet_simam"
+    assert models["resnet18_simam"]["delta_final_val_acc"]["mean"] == pytest.approx(0.5 - 0.60)
+    assert "baseline" not in models["alexnet_simam"]
+    # by default: alexnet_simam against alexnet; resnet18_simam has no twin here, so no difference
+    models = compare(runs, tmp_path / "out", measure_throughput=False)["models"]
+    assert models["alexnet_simam"]["baseline"] == "alexnet" and "baseline" not in models["resnet18_simam"]
+    assert main([*map(str, runs), "--output", str(tmp_path / "o"), "--no-throughput", "--baseline", "vgg16"]) == 2
+    assert ("--baseline vgg16: no comparable run of that model; the models are alexnet, alexnet_simam, "
+            "resnet18_simam") in capsys.readouterr().err
+
+
+def test_pairs_over_the_seeds_both_ran(tmp_path):
+    runs = [make_run(tmp_path, "alexnet", s, RUNS[("alexnet", s)]) for s in (1, 2, 3)]
+    runs += [make_run(tmp_path, "alexnet_simam", s, RUNS[("alexnet_simam", s)]) for s in (1, 2)]
+    delta = compare(runs, tmp_path / "out", measure_throughput=False)["models"]["alexnet_simam"]["delta_final_val_acc"]
+    assert delta["seeds"] == [1, 2] and delta["mean"] == pytest.approx(((0.60 - 0.58) + (0.61 - 0.60)) / 2)
+
+
+def test_one_seed_shows_no_plus_minus_and_no_interval_and_says_why(tmp_path, capsys):
+    runs = [make_run(tmp_path, m, 1, RUNS[(m, 1)]) for m in ("alexnet", "alexnet_simam")]
+    assert main([*map(str, runs), "--output", str(tmp_path / "out"), "--no-throughput"]) == 0
+    md = (tmp_path / "out" / "results.md").read_text()
+    table = md.split("\n\n")[0]
+    assert "±" not in table and "95% CI" not in table and "[" not in table
+    assert "| alexnet_simam | 1 | 7,524,042 | 51.00 | 61.00 | 60.00 | +1.00 | +2.00 |" in table
+    assert ("one seed per model: no ± and no interval (a standard deviation and a t interval need at least two "
+            "seeds)") in md
+    assert "alexnet_simam − alexnet (paired by seed over 1 seed; no interval: a t interval needs at least two seeds)" in md
+    delta = json.loads((tmp_path / "out" / "results.json").read_text())["models"]["alexnet_simam"]["delta_best_val_acc"]
+    assert delta["ci95"] is None
+
+
+def test_the_full_recipe_estimate_only_for_the_recipes_data(tmp_path):
+    from helpers import write_learnable_image_folder
+
+    root = write_learnable_image_folder(tmp_path / "data", 1, 1, classes=["cat", "dog", "fox"])
+    other_data = [make_run(tmp_path, m, 1, RUNS[(m, 1)], overrides=[f"data.root={root}"])
+                  for m in ("alexnet", "alexnet_simam")]
+    smaller = [make_run(tmp_path, m, 1, RUNS[("alexnet", 1)], overrides=["data.image_size=64"])
+               for m in ("mobilenet_v2", "mobilenet_v2_simam")]
+    for runs, out in ((other_data, "a"), (smaller, "b")):
+        result = compare(runs, tmp_path / out, measure_throughput=False)
+        assert "Estimated time" not in result["markdown"]
+        assert all("full_recipe_hours_estimate" not in row for row in result["models"].values())
+    cifar_subset = [make_run(tmp_path / "subset", m, 1, RUNS[(m, 1)], overrides=["data.limit_train=100"])
+                    for m in ("alexnet", "alexnet_simam")]
+    assert "Estimated time of one full-recipe run" in compare(cifar_subset, tmp_path / "c", False)["markdown"]
+
+
+def test_written_lists_every_file(tmp_path, capsys):
+    from helpers import write_learnable_image_folder
+
+    root = write_learnable_image_folder(tmp_path / "data", train_per_class=2, test_per_class=2)
+    runs = [make_run(tmp_path, m, 1, RUNS[(m, 1)], overrides=[f"data.root={root}"], weights=True)
+            for m in ("alexnet", "alexnet_simam")]
+    out = tmp_path / "out"
+    assert main([*map(str, runs), "--output", str(out), "--no-throughput"]) == 0
+    written = capsys.readouterr().out.splitlines()[-1]
+    files = ["results.md", "results.json", "curves.png", "predictions_alexnet.png", "predictions_alexnet_simam.png"]
+    assert written == "written: " + ", ".join(str(out / name) for name in files)
+    assert sorted(p.name for p in out.iterdir()) == sorted(files)

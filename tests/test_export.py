@@ -78,8 +78,8 @@ def test_onnx_batch_dimension_is_dynamic(run_dir):
 def test_rendered_images_when_data_root_is_no_image_folder(tmp_path, capsys):
     run = make_run_dir(tmp_path / "run", "model.name=alexnet_simam", weights=("final",))
     assert main([str(run), "--format", "paddle", "--weights", "final", "--num-images", "3"]) == 0
-    assert ("3 rendered 32x32 images (data.root None is not an image folder with a validation split (val/ or test/))"
-            in capsys.readouterr().out)
+    assert ("3 rendered 32x32 images (data.root None is not an image folder with a validation split (val/ or test/) "
+            "or image lists)" in capsys.readouterr().out)
     meta = json.loads((run / "export" / "paddle" / "export.json").read_text())
     assert meta["weights"] == "final" and meta["check"]["source"].startswith("3 rendered")
 

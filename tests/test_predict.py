@@ -153,3 +153,70 @@ def test_a_run_whose_classes_file_is_not_json_is_bad_input_naming_it(run_dir, im
     (run_dir / "classes.json").write_text('["cat", "dog"')  # cut short
     assert main([str(run_dir), str(images[0])]) == 2
     assert "classes.json is not valid JSON" in capsys.readouterr().err
+
+
+def test_folders_and_glob_patterns_expand_to_their_images(image_folder, tmp_path, capsys):
+    from simam_paddle.predict import expand_inputs
+
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for name, source in (("b.png", "cat"), ("sub/a.PNG", "dog"), ("c.jpg", "ship")):
+        image = cv2.imread(str(image_folder / "test" / source / "0000.png"))
+        cv2.imwrite(str(folder / name), image)
+    (folder / "notes.txt").write_text("not an image")
+    notes = []
+    found = expand_inputs([folder, str(image_folder / "test" / "*" / "0001.png"), image_folder / "test/cat/0000.png"],
+                          log=notes.append)
+    assert found[:3] == [folder / "b.png", folder / "c.jpg", folder / "sub" / "a.PNG"]  # sorted by path
+    assert found[3:13] == sorted((image_folder / "test").glob("*/0001.png"))
+    assert found[13:] == [image_folder / "test" / "cat" / "0000.png"]
+    assert notes == [f"{folder}: left out 1 files that are not .jpg/.jpeg/.png images"]
+    recursive = expand_inputs([str(folder / "**" / "*.PNG")])
+    assert recursive == [folder / "sub" / "a.PNG"]
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "a folder with no .jpg/.jpeg/.png image files"),
+    (lambda tmp: str(tmp / "*.jpg"), "the pattern matches no .jpg/.jpeg/.png image file"),
+    (lambda tmp: tmp / "gone.png", "no such image file"),
+])
+def test_inputs_that_hold_no_image_are_named_before_the_model_loads(run_dir, tmp_path, make, says, capsys):
+    given = make(tmp_path)
+    assert main([str(run_dir), str(given)]) == 2
+    assert f"{given}: {says}" in capsys.readouterr().err
+
+
+def test_batches_give_the_same_probabilities(run_dir, image_folder):
+    paths = sorted((image_folder / "test").glob("*/*.png"))[:5]
+    probs = expected_probabilities(run_dir, paths)
+    for batch_size in (1, 2, 64):
+        for top, p in zip(predict(run_dir, paths, top_k=10, batch_size=batch_size), probs):
+            assert {name: v for name, v in top} == pytest.approx(dict(zip(CLASS_NAMES, p.tolist())), abs=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_output_file_holds_every_images_top_k(run_dir, images, tmp_path, suffix, capsys):
+    import csv
+    import json
+
+    out = tmp_path / "out" / f"results{suffix}"
+    assert main([str(run_dir), *map(str, images), "--top-k", "2", "--batch-size", "2", "--output", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"written: {out} (3 images)"
+    probs = expected_probabilities(run_dir, images)
+    if suffix == ".csv":
+        rows = list(csv.reader(out.open()))
+        assert rows[0] == ["path", "class_1", "prob_1", "class_2", "prob_2"]
+        table = [(row[0], [(row[1], float(row[2])), (row[3], float(row[4]))]) for row in rows[1:]]
+    else:
+        table = [(e["path"], [(t["class"], t["probability"]) for t in e["top_k"]]) for e in json.loads(out.read_text())]
+    assert [path for path, _ in table] == [str(p) for p in images]
+    for (_, top), p in zip(table, probs):
+        order = np.argsort(-p, kind="stable")[:2]
+        assert [name for name, _ in top] == [CLASS_NAMES[i] for i in order]
+        assert [v for _, v in top] == pytest.approx(p[order].tolist(), abs=1e-6)
+
+
+def test_an_output_of_another_suffix_is_refused_before_work(run_dir, images, tmp_path, capsys):
+    assert main([str(run_dir), str(images[0]), "--output", str(tmp_path / "results.txt")]) == 2
+    assert "predict writes a .csv or .json file, chosen by the suffix; got .txt" in capsys.readouterr().err
+    assert not (tmp_path / "results.txt").exists()

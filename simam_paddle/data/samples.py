@@ -1,8 +1,9 @@
-"""A few test images for checks and figures: real ones where the run's data is an image folder.
+"""A few test images for checks and figures: real ones where the run's data is an image folder or image lists.
 
 Export checks and the attention figure need images that look like the run's inputs. When the run's
-``data.root`` is an image folder (``ROOT/val/<class>/*.jpg`` or ``ROOT/test/...``), the images are its
-first validation files, taken class by class in turn. Otherwise (the CIFAR-10 archive, Paddle's cache) there is no file to
+``data.root`` is an image folder (``ROOT/val/<class>/*.jpg`` or ``ROOT/test/...``) or image lists, the
+images are its first validation files, taken class by class in turn (classes without validation images
+left out). Otherwise (the CIFAR-10 archive, Paddle's cache) there is no file to
 point at, and the images are rendered here: coloured discs and bars on smooth backgrounds, 32x32 like
 CIFAR-10, the same for every call. ``Samples.source`` says which, so every printed check can say it.
 """
@@ -16,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import ArgumentError, DataError
-from .sources import CLASS_NAMES, folder_classes, list_image_folder, load_image, resolve_source, split_folder
+from .sources import CLASS_NAMES, FILE_SOURCES, Source, classes_of, list_files, load_image, resolve_source, split_location
 from .transforms import SIZE, build_test_transform
 
 RENDER_SIZE = 32
@@ -41,19 +42,19 @@ def preprocess(images: list[np.ndarray], size: int = SIZE) -> np.ndarray:
     return np.stack([transform(image) for image in images]).astype(np.float32)
 
 
-def _test_folder(root: str | Path | None) -> tuple[Path | None, str]:
-    """The image-folder root of ``data.root`` when it has a validation split, else None and why not."""
+def _test_source(root: str | Path | None) -> tuple[Source | None, str]:
+    """The source of image files that ``data.root`` names when it has a validation split, else None and why not."""
     try:
         source = resolve_source(root)
     except FileNotFoundError:
         return None, f"data.root {root!r} does not exist here"
-    if source.kind == "image_folder":
+    if source.kind in FILE_SOURCES:
         try:
-            split_folder(source.path, "test")
-            return source.path, ""
-        except FileNotFoundError:
+            split_location(source, "test").stat()
+            return source, ""
+        except (FileNotFoundError, DataError):
             pass
-    return None, f"data.root {root!r} is not an image folder with a validation split (val/ or test/)"
+    return None, f"data.root {root!r} is not an image folder with a validation split (val/ or test/) or image lists"
 
 
 def render_images(count: int, size: int = RENDER_SIZE, seed: int = 0) -> list[np.ndarray]:
@@ -78,8 +79,8 @@ def sample_images(config: dict, count: int) -> Samples:
     if count < 1:
         raise ArgumentError(f"the number of images must be >= 1, got {count}")
     size = config["data"]["image_size"]
-    root, why_not = _test_folder(config["data"]["root"])
-    if root is None:
+    source, why_not = _test_source(config["data"]["root"])
+    if source is None:
         return Samples(
             render_images(count),
             [None] * count,
@@ -87,9 +88,10 @@ def sample_images(config: dict, count: int) -> Samples:
             f"{count} rendered {RENDER_SIZE}x{RENDER_SIZE} images ({why_not})",
             size,
         )
-    folder = split_folder(root, "test")
-    files, labels = list_image_folder(root, "test")
-    by_class = [np.flatnonzero(labels == c) for c in range(len(folder_classes(root)))]
+    folder = split_location(source, "test")
+    files, labels = list_files(source, "test")
+    by_class = [members for members in (np.flatnonzero(labels == c) for c in range(len(classes_of(source.path))))
+                if len(members)]
     available = len(by_class) * min(len(members) for members in by_class)
     if count > available:
         raise DataError(f"{count} images asked for, but {folder} offers {available} taken class by class")

@@ -1,5 +1,5 @@
-"""Where the images come from: the official CIFAR-10 archive, an image-folder tree of any classes, or
-Paddle's CIFAR-10 cache.
+"""Where the images come from: the official CIFAR-10 archive, an image-folder tree of any classes,
+PaddleClas-style image lists, or Paddle's CIFAR-10 cache.
 
 ``resolve_source(data.root)`` is the one reading of ``data.root``; ``load_split`` reads a split of it.
 
@@ -20,6 +20,15 @@ later.
   Images of one size are kept as they are; a split whose images differ in size (or are larger than
   the size its transforms first resize to) is stored resized to that size, which is the transforms'
   own first step (the same bilinear resize), so nothing changes but the memory it takes.
+- Image lists, as PaddleClas's: ``data.root`` is a training list file (``*.txt``, e.g. ``train_list.txt``),
+  or a folder holding ``train_list.txt`` and no ``train/`` folder. One ``relative/path.jpg LABEL`` line per
+  image (blank lines skipped), the path relative to the list's folder (or absolute), the label an integer
+  0 <= LABEL < classes. The validation list is the file beside it whose name has ``val`` in place of the
+  last ``train`` (``train_list.txt`` -> ``val_list.txt``). The classes are named by ``label_list.txt``
+  beside the lists where there is one (PaddleClas's ``class_id_map_file`` format: ``ID NAME`` per line,
+  IDs 0..N-1 each once; what ``simam_paddle.paddleclas --image-lists`` writes), else "0".."N-1" with N
+  one more than the largest label of the training list. A missing image file, a label out of range and
+  a line that is not ``PATH LABEL`` stop the run naming the list file and line number.
 - Paddle's cache: ``~/.cache/paddle/dataset/cifar/cifar-10-python.tar.gz``, downloaded by Paddle when
   allowed (the default for a new user with internet).
 """
@@ -36,6 +45,7 @@ import cv2
 import numpy as np
 
 from ..errors import DataError
+from ..layers.messages import listed
 
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SPLITS = ("train", "test")  # "test" is the validation split: an image folder's val/ (or test/)
@@ -44,10 +54,13 @@ ARCHIVE_MEMBERS = {"train": [f"data_batch_{k}" for k in range(1, 6)], "test": ["
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
+TRAIN_LIST, LABEL_LIST = "train_list.txt", "label_list.txt"  # PaddleClas's names, beside the image lists
 HOW_TO_GET = (
     "Expected either the official CIFAR-10 python archive (cifar-10-python.tar.gz, from "
     f"{ARCHIVE_URL}) or an image-folder root laid out as ROOT/train/<class>/*.jpg|png and "
     "ROOT/val/<class>/*.jpg|png (or ROOT/test/...), one folder per class, the same class folders in both; "
+    f"or a PaddleClas image list ({TRAIN_LIST}, with val_list.txt beside it: 'relative/path.jpg LABEL' lines), "
+    "or a folder holding them; "
     "or set data.root to null (with data.download true) to let Paddle download the archive into its cache."
 )
 
@@ -148,9 +161,108 @@ def folder_classes(root: str | os.PathLike) -> list[str]:
 
 def classes_of(root: str | os.PathLike | None) -> list[str]:
     """The class names of the source that ``data.root`` names, in label order (see the module docstring):
-    CIFAR-10's for the archive and Paddle's cache, the class folders for an image folder."""
+    CIFAR-10's for the archive and Paddle's cache, the class folders for an image folder, the label list
+    (or "0".."N-1") for image lists."""
     source = resolve_source(root)
-    return folder_classes(source.path) if source.kind == "image_folder" else list(CLASS_NAMES)
+    if source.kind == "image_folder":
+        return folder_classes(source.path)
+    if source.kind == "image_list":
+        return list_classes(source.path)
+    return list(CLASS_NAMES)
+
+
+def val_list(train_list: Path) -> Path:
+    """The validation list beside ``train_list``: its name with ``val`` for the last ``train``."""
+    name = train_list.name
+    at = name.rfind("train")
+    if at < 0:
+        raise DataError(f"data.root {train_list}: an image list's name must contain 'train' (train_list.txt), so "
+                        "that its validation list (val_list.txt) can be found beside it")
+    return train_list.with_name(name[:at] + "val" + name[at + len("train"):])
+
+
+def _list_lines(path: Path) -> list[tuple[int, str]]:
+    """The non-blank lines of a text file with their numbers (from 1)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image list (the validation list sits beside the training "
+                                f"list, its name with val for train). {HOW_TO_GET}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a text file ({exc})") from None
+    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def _parse_list(path: Path) -> tuple[list[Path], list[int], list[int]]:
+    """Image paths (relative to the list's folder), integer labels and line numbers of an image list, each
+    line's form checked."""
+    files, labels, numbers = [], [], []
+    for number, line in _list_lines(path):
+        fields = line.split()
+        if len(fields) != 2 or not fields[1].lstrip("-").isdigit():
+            raise DataError(f"{path}, line {number}: {line!r} is not 'PATH LABEL' (an image path relative to "
+                            f"{path.parent}, a space, an integer label)")
+        files.append(path.parent / fields[0])
+        labels.append(int(fields[1]))
+        numbers.append(number)
+    if not files:
+        raise DataError(f"{path}: an empty image list (expected 'relative/path.jpg LABEL' lines)")
+    return files, labels, numbers
+
+
+def list_classes(train_list: Path) -> list[str]:
+    """The class names of image lists in label order: ``label_list.txt`` beside them, else "0".."N-1"
+    (N: one more than the training list's largest label)."""
+    names_file = train_list.with_name(LABEL_LIST)
+    if not names_file.is_file():
+        _, labels, _ = _parse_list(train_list)
+        return [str(k) for k in range(max(max(labels), 0) + 1)]
+    names: dict[int, str] = {}
+    for number, line in _list_lines(names_file):
+        fields = line.split(maxsplit=1)
+        if len(fields) != 2 or not fields[0].isdigit() or int(fields[0]) in names:
+            raise DataError(f"{names_file}, line {number}: {line!r} is not 'ID NAME' with a new integer ID")
+        names[int(fields[0])] = fields[1].strip()
+    if sorted(names) != list(range(len(names))):
+        missing = sorted(set(range(max(names) + 1)) - set(names))
+        raise DataError(f"{names_file}: the IDs must be 0..{len(names) - 1}, each once; missing {listed(missing, 8)}")
+    return [names[k] for k in range(len(names))]
+
+
+def read_image_list(train_list: Path, split: str) -> tuple[list[Path], np.ndarray]:
+    """Files and labels of ``split`` of image lists (the training list, or the validation list beside it), in
+    the list's order; every label in range and every file present, or a DataError naming the line."""
+    _check_split(split)
+    path = train_list if split == "train" else val_list(train_list)
+    files, labels, numbers = _parse_list(path)
+    classes = list_classes(train_list)
+    for file, label, number in zip(files, labels, numbers):
+        if not 0 <= label < len(classes):
+            origin = (f"the {len(classes)} classes of {train_list.with_name(LABEL_LIST)}"
+                      if train_list.with_name(LABEL_LIST).is_file() else
+                      f"labels 0..{len(classes) - 1}, from the largest label of {train_list} (a {LABEL_LIST} beside "
+                      "it names the classes)")
+            raise DataError(f"{path}, line {number}: label {label} is out of range: expected {origin}")
+        if not file.is_file():
+            raise DataError(f"{path}, line {number}: {file}: no such image file (paths are relative to {path.parent})")
+        if file.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DataError(f"{path}, line {number}: {file} is not a {'/'.join(IMAGE_SUFFIXES)} image file")
+    return files, np.asarray(labels, dtype=np.int64)
+
+
+def list_files(source: Source, split: str) -> tuple[list[Path], np.ndarray]:
+    """Files and labels of ``split`` of a source of image files (an image folder or image lists)."""
+    if source.kind == "image_folder":
+        return list_image_folder(source.path, split)
+    if source.kind == "image_list":
+        return read_image_list(source.path, split)
+    raise ValueError(f"{source.kind} is not a source of image files")
+
+
+def split_location(source: Source, split: str) -> Path:
+    """Where ``split`` of a source of image files is, for messages: its folder, or its list file."""
+    return split_folder(source.path, split) if source.kind == "image_folder" else (
+        source.path if split == "train" else val_list(source.path))
 
 
 def list_image_folder(root: str | os.PathLike, split: str) -> tuple[list[Path], np.ndarray]:
@@ -260,22 +372,29 @@ def balanced_subset(labels: np.ndarray, limit: int | None, seed: int, class_name
 
 @dataclass(frozen=True)
 class Source:
-    """What ``data.root`` names: ``kind`` is "archive", "image_folder" or "paddle_cache" (``path`` None)."""
+    """What ``data.root`` names: ``kind`` is "archive", "image_folder", "image_list" (``path``: the training
+    list) or "paddle_cache" (``path`` None)."""
 
     kind: str
     path: Path | None
 
 
+FILE_SOURCES = ("image_folder", "image_list")  # the sources of image files (``list_files``)
+
+
 def resolve_source(root: str | os.PathLike | None) -> Source:
-    """The one reading of ``data.root``: None is Paddle's cache, a folder an image-folder root, a file
-    the official archive (checked when read). A path that does not exist is a FileNotFoundError."""
+    """The one reading of ``data.root``: None is Paddle's cache; a folder an image-folder root, or image
+    lists where it holds train_list.txt and no train/ folder; a .txt file a training image list; any other
+    file the official archive (checked when read). A path that does not exist is a FileNotFoundError."""
     if root is None:
         return Source("paddle_cache", None)
     path = Path(os.path.expanduser(str(root)))
     if path.is_dir():
+        if not (path / "train").is_dir() and (path / TRAIN_LIST).is_file():
+            return Source("image_list", path / TRAIN_LIST)
         return Source("image_folder", path)
     if path.is_file():
-        return Source("archive", path)
+        return Source("image_list" if path.suffix.lower() == ".txt" else "archive", path)
     raise FileNotFoundError(f"data.root {path}: no such file or folder. {HOW_TO_GET}")
 
 
@@ -291,9 +410,9 @@ def load_split(
     """
     _check_split(split)
     source = resolve_source(root)
-    if source.kind == "image_folder":
-        files, labels = list_image_folder(source.path, split)
-        keep = balanced_subset(labels, limit, seed, folder_classes(source.path))
+    if source.kind in FILE_SOURCES:
+        files, labels = list_files(source, split)
+        keep = balanced_subset(labels, limit, seed, classes_of(root))
         return read_images([files[k] for k in keep], size), labels[keep]
     path = source.path if source.kind == "archive" else paddle_cache_archive(download)
     images, labels = read_archive(path, split)
