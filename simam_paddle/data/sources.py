@@ -55,14 +55,14 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
 TRAIN_LIST, LABEL_LIST = "train_list.txt", "label_list.txt"  # PaddleClas's names, beside the image lists
-HOW_TO_GET = (
+LAYOUTS = (
     "Expected either the official CIFAR-10 python archive (cifar-10-python.tar.gz, from "
     f"{ARCHIVE_URL}) or an image-folder root laid out as ROOT/train/<class>/*.jpg|png and "
     "ROOT/val/<class>/*.jpg|png (or ROOT/test/...), one folder per class, the same class folders in both; "
     f"or a PaddleClas image list ({TRAIN_LIST}, with val_list.txt beside it: 'relative/path.jpg LABEL' lines), "
-    "or a folder holding them; "
-    "or set data.root to null (with data.download true) to let Paddle download the archive into its cache."
+    "or a folder holding them"
 )
+HOW_TO_GET = f"{LAYOUTS}; or set data.root to null (with data.download true) to let Paddle download the archive into its cache."
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
@@ -333,14 +333,14 @@ def paddle_cache_archive(download: bool) -> Path:
     if not download:
         raise FileNotFoundError(
             f"{cached}: CIFAR-10 is not in Paddle's cache and data.download is false. Set data.download true "
-            f"(needs internet) or point data.root at a copy. {HOW_TO_GET}"
+            f"(needs internet) or point data.root at a copy. {LAYOUTS}."
         )
     try:
         return Path(common.download(cifar.CIFAR10_URL, "cifar", cifar.CIFAR10_MD5))
     except Exception as err:  # no network, a proxy page, a wrong checksum: all end here
         raise FileNotFoundError(
             f"{cached}: CIFAR-10 is not in Paddle's cache and downloading {cifar.CIFAR10_URL} failed "
-            f"({type(err).__name__}: {err}). Put the archive there by hand or point data.root at a copy. {HOW_TO_GET}"
+            f"({type(err).__name__}: {err}). Put the archive there by hand or point data.root at a copy. {LAYOUTS}."
         ) from err
 
 
