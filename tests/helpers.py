@@ -7,7 +7,7 @@ Data of known content: ``write_cifar_archive`` writes an archive in the official
 ``write_image_folder`` a PNG tree. The pixels follow ``known_image``, a pattern that differs per
 image, channel, row and column, so that a transposed, flipped or channel-swapped read cannot pass.
 ``write_learnable_image_folder`` writes images whose classes differ in colour, for short training
-runs that must learn something.
+runs that must learn something; ``write_learnable_image_list`` lists the same as PaddleClas image lists.
 
 The real CIFAR-10 copy is found through one setting, ``$SIMAM_DATA_DIR`` (default ``../shared/data``
 beside the repository, holding ``cifar10-jpeg/``); the ``cifar10_jpeg`` fixture skips, saying so,
@@ -217,6 +217,18 @@ def write_learnable_image_folder(
                 width = side * 3 // 2 if len(sizes) > 1 and i % 2 else side
                 image = np.clip(colour + rng.normal(0, 30, (side, width, 3)), 0, 255).astype(np.uint8)
                 cv2.imwrite(str(folder / f"{i:04d}.png"), image)
+    return root
+
+
+def write_learnable_image_list(root: Path, train_per_class: int, val_per_class: int, classes: list[str]) -> Path:
+    """PaddleClas image lists over the images of ``write_learnable_image_folder`` (in ROOT/images/):
+    ``train_list.txt`` and ``val_list.txt`` with ``images/<split>/<class>/NNNN.png LABEL`` lines, labels
+    in the order of ``classes``, and ``label_list.txt`` naming them (``LABEL NAME`` lines)."""
+    write_learnable_image_folder(root / "images", train_per_class, val_per_class, classes=classes, val_folder="val")
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        lines = [f"images/{split}/{name}/{i:04d}.png {label}\n" for label, name in enumerate(classes) for i in range(count)]
+        (root / f"{split}_list.txt").write_text("".join(lines))
+    (root / "label_list.txt").write_text("".join(f"{label} {name}\n" for label, name in enumerate(classes)))
     return root
 
 
