@@ -41,14 +41,28 @@ def main(argv: list[str] | None = None) -> int:
     return cli.run(lambda: reproduce(args, argv))
 
 
+def check_run(config: dict, checked_data: list[dict]) -> None:
+    """What a run would refuse at its start, checked before any run starts: the machine (train.amp, bf16,
+    VisualDL), the data (readable, its classes, a full batch of data.batch_size in either split). A data
+    section in ``checked_data`` (those checked so far) is not read again."""
+    from .run_dir import resolve_classes
+    from .train import build_loaders, check_environment
+
+    check_environment(config)
+    if config["data"] not in checked_data:
+        resolve_classes(config)
+        build_loaders(config)
+        checked_data.append(config["data"])
+
+
 def reproduce(args, argv: list[str] | None) -> int:
     configs = cli.shipped_configs()
-    plan = []  # (config, seed, run_dir, overrides), all validated before any run starts
+    plan, checked_data = [], []  # (config, seed, run_dir, overrides), all checked before any run starts
     for seed in args.seeds:
         for name in MODELS:
             run_dir = args.runs / name / f"seed{seed}"
             overrides = args.override + [f"train.seed={seed}", f"train.output_dir={run_dir}"]
-            load_config(configs[name], overrides)
+            check_run(load_config(configs[name], overrides), checked_data)
             plan.append((configs[name], seed, run_dir, overrides))
 
     start = time.time()

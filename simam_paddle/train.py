@@ -65,6 +65,15 @@ def check_environment(config: dict) -> None:
                                     "(or set train.visualdl=false)") from None
 
 
+def build_loaders(config: dict, distributed: bool = False) -> tuple:
+    """The train and val loaders of a validated config; bad data (not an image, not CIFAR-10, too few
+    images for a batch) is a DataError."""
+    try:
+        return build_loader(config, "train", distributed=distributed), build_loader(config, "val", distributed=distributed)
+    except ValueError as exc:
+        raise DataError(f"data: {exc}") from exc
+
+
 class Trainer:
     """One run: built from a validated config, fitted with ``fit()``."""
 
@@ -85,11 +94,7 @@ class Trainer:
         random.seed(self.seed)
         check_config(config)  # a config assembled in code has not been through load_config's checks
         self.classes = run_dir.resolve_classes(config)  # sets a null model.num_classes from the data
-        try:
-            self.train_loader = build_loader(config, "train", distributed=self.world > 1)
-            self.val_loader = build_loader(config, "val", distributed=self.world > 1)
-        except ValueError as exc:  # bad data (not an image, not CIFAR-10, too few images)
-            raise DataError(f"data: {exc}") from exc
+        self.train_loader, self.val_loader = build_loaders(config, distributed=self.world > 1)
         self.model = build_from_config(config)
         if tc["precision"] == "bf16":
             fastconv.use_bfloat16(self.model)
