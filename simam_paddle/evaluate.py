@@ -19,8 +19,24 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 
 # isort: split
 
+import argparse
 import sys
 import time
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = cli.parser("evaluate", __doc__.split("\n")[0])
+    cli.add_path(p, exports=True)
+    cli.add_weights(p)
+    cli.add_engine(p)
+    cli.add_rounds(p, 10, "the model-only throughput (batches)")
+    cli.add_overrides(p, "a data or loss setting of the run (data.root=PATH, data.limit_val=1000, ...)")
+    return p.parse_args(argv)
+
+
+cli.answer_early(__name__, parse_args)  # --help, --version: answered before the imports below load Paddle
+
+# isort: split
 
 import numpy as np
 import paddle
@@ -77,13 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from .data import build_loader, worker_count
     from .runner import open_model
 
-    p = cli.parser("evaluate", __doc__.split("\n")[0])
-    cli.add_path(p, exports=True)
-    cli.add_weights(p)
-    cli.add_engine(p)
-    cli.add_rounds(p, 10, "the model-only throughput (batches)")
-    cli.add_overrides(p, "a data or loss setting of the run (data.root=PATH, data.limit_val=1000, ...)")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
 
     def work() -> None:
         overrides = cli.overrides(args.override, "evaluate", EVALUATE_KEYS,

@@ -50,12 +50,38 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 
 # isort: split
 
+import argparse
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+TOLERANCE = 1e-4  # largest allowed |logit difference| between the export and the dynamic-graph model
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = cli.parser("export", "Export a trained run for Paddle Inference or ONNX, checked against the run's model on test images.")
+    cli.add_path(p)
+    p.add_argument("--format", required=True, choices=("paddle", "onnx"),  # runner.FORMATS
+                   help="paddle: paddle.jit.save for paddle.inference; onnx: via paddle2onnx")
+    cli.add_weights(p)
+    cli.add_output(p, "the export", "PATH/export/<format>")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export at --output")
+    p.add_argument("--num-images", type=int, default=16, help="test images for the check (default: 16)")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE,
+                   help=f"largest allowed |logit difference| (default: {TOLERANCE:g})")
+    p.add_argument("--program", choices=("auto", "simam_op", "standard"), default="auto",  # runner.PROGRAMS
+                   help="paddle format: also write model_simam_op.json (SimAM as one operator) where it builds (auto, "
+                        "the default), always (simam_op), or only model.json (standard)")
+    cli.add_overrides(p, "a data key of the run, for the check's test images")
+    return p.parse_args(argv)
+
+
+cli.answer_early(__name__, parse_args)  # --help, --version: answered before the imports below load Paddle
+
+# isort: split
 
 import numpy as np
 import paddle
@@ -82,7 +108,6 @@ from .runner import (
     simam_op_program,
 )
 
-TOLERANCE = 1e-4  # largest allowed |logit difference| between the export and the dynamic-graph model
 ONNX_OPSET = 13
 INPUT_NAME = "image"
 
@@ -298,21 +323,7 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = cli.parser("export", "Export a trained run for Paddle Inference or ONNX, checked against the run's model on test images.")
-    cli.add_path(p)
-    p.add_argument("--format", required=True, choices=FORMATS,
-                   help="paddle: paddle.jit.save for paddle.inference; onnx: via paddle2onnx")
-    cli.add_weights(p)
-    cli.add_output(p, "the export", "PATH/export/<format>")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing export at --output")
-    p.add_argument("--num-images", type=int, default=16, help="test images for the check (default: 16)")
-    p.add_argument("--tolerance", type=float, default=TOLERANCE,
-                   help=f"largest allowed |logit difference| (default: {TOLERANCE:g})")
-    p.add_argument("--program", choices=PROGRAMS, default="auto",
-                   help=f"paddle format: also write {SIMAM_OP_PREFIX}.json (SimAM as one operator) where it builds (auto, "
-                        "the default), always (simam_op), or only model.json (standard)")
-    cli.add_overrides(p, "a data key of the run, for the check's test images")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
 
     def work() -> None:
         overrides = cli.overrides(args.override, "export", ("data",), "the model is exported as it was trained")

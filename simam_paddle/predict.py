@@ -20,9 +20,25 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 
 # isort: split
 
+import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = cli.parser("predict", "Top-k classes of image files, from a run or an export.")
+    cli.add_path(p, exports=True)
+    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
+    cli.add_weights(p)
+    cli.add_engine(p)
+    return p.parse_args(argv)
+
+
+cli.answer_early(__name__, parse_args)  # --help, --version: answered before the imports below load Paddle
+
+# isort: split
 
 import numpy as np
 
@@ -55,13 +71,7 @@ def predict(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = cli.parser("predict", "Top-k classes of image files, from a run or an export.")
-    cli.add_path(p, exports=True)
-    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
-    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
-    cli.add_weights(p)
-    cli.add_engine(p)
-    args = p.parse_args(argv)
+    args = parse_args(argv)
 
     def work() -> None:
         results = predict(args.path, args.images, args.top_k, args.weights, args.onednn, args.threads,

@@ -17,11 +17,26 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 
 # isort: split
 
+import argparse
 import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = cli.parser("reproduce", __doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44], help="seeds (default 42 43 44)")
+    cli.add_overrides(p, "a config value of every run")
+    p.add_argument("--runs", type=Path, default=Path("runs/repro"), help="folder of the run directories")
+    p.add_argument("--output", type=Path, default=Path("results/repro"), help="folder of the comparison")
+    return p.parse_args(argv)
+
+
+cli.answer_early(__name__, parse_args)  # --help, --version: answered before the imports below load Paddle
+
+# isort: split
 
 from .compare import compare
 from .config import load_config
@@ -32,12 +47,7 @@ MODELS = ("alexnet", "alexnet_simam")  # shipped configs, trained for every seed
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = cli.parser("reproduce", __doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44], help="seeds (default 42 43 44)")
-    cli.add_overrides(p, "a config value of every run")
-    p.add_argument("--runs", type=Path, default=Path("runs/repro"), help="folder of the run directories")
-    p.add_argument("--output", type=Path, default=Path("results/repro"), help="folder of the comparison")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     return cli.run(lambda: reproduce(args, argv))
 
 
@@ -82,7 +92,7 @@ def reproduce(args, argv: list[str] | None) -> int:
     wall = time.time() - start
     compare([run_dir for _, _, run_dir, _ in plan], args.output)
     atomic_write_json(args.output / "study.json", {
-        "command": " ".join(["python -m simam_paddle.reproduce"] + (argv if argv is not None else sys.argv[1:])),
+        "command": " ".join([cli.command("reproduce")] + (argv if argv is not None else sys.argv[1:])),
         "seeds": args.seeds, "overrides": args.override, "wall_seconds_this_invocation": round(wall, 1),
         "host": platform.node(), "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     })
