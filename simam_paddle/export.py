@@ -93,6 +93,7 @@ from .errors import ArgumentError, ExportError
 from .io import atomic_write_json, hold_lock, release_lock, remove_temp_files
 from .layers import simam_deploy
 from .layers.simam import SimAM, deploy_operator
+from .native.library import captured_output
 from .run_dir import EXPORT, WEIGHTS, load_run_model, run_classes
 from .runner import (
     FORMATS,
@@ -160,12 +161,14 @@ def write_onnx(model: paddle.nn.Layer, folder: Path, size: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         program = _jit_save(model, Path(tmp) / "model", size)
         converted = Path(tmp) / "converted.onnx"
-        paddle2onnx.export(
-            str(program), str(Path(tmp) / "model.pdiparams"), str(converted), opset_version=ONNX_OPSET,
-            optimize_tool=ONNX_OPTIMIZE_TOOL,
-        )
+        output: list[str] = []  # paddle2onnx's progress lines, the temporary file's path among them
+        with captured_output(output):
+            paddle2onnx.export(
+                str(program), str(Path(tmp) / "model.pdiparams"), str(converted), opset_version=ONNX_OPSET,
+                optimize_tool=ONNX_OPTIMIZE_TOOL,
+            )
         if not converted.is_file():
-            raise ExportError("paddle2onnx wrote no model.onnx (see its messages above)")
+            raise ExportError(f"paddle2onnx wrote no model.onnx; its output:\n{''.join(output)}")
         _optimize_onnx(converted, folder / ONNX_FILE)
 
 

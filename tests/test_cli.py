@@ -161,3 +161,17 @@ def test_tools_start_quietly_but_keep_real_warnings(tmp_path, fresh_cache):
     assert "using custom operator only" in by_env.stderr
     warned = run_tool("predict", run, image, env={**env, "SIMAM_PADDLE_NUM_THREADS": "0"}, check=False)
     assert warned.returncode == 2 and "SIMAM_PADDLE_NUM_THREADS must be a positive integer" in warned.stderr
+
+
+def test_training_prints_only_its_log_and_verbose_shows_paddles_notices(tmp_path, fresh_cache):
+    root = write_learnable_image_folder(tmp_path / "data", train_per_class=1, test_per_class=1)
+    env = {**os.environ, "SIMAM_PADDLE_CACHE_DIR": str(fresh_cache)}
+    env.pop("SIMAM_PADDLE_VERBOSE", None)
+    args = ["-o", "model.name=resnet18_simam", "-o", f"data.root={root}", "-o", "data.image_size=32",
+            "-o", "data.batch_size=5", "-o", "train.epochs=1", "-o", "train.throughput_batches=0",
+            "-o", f"train.output_dir={tmp_path / 'run'}"]
+    quiet = run_tool("train", *args, env=env)  # BatchNorm warns on every first training step
+    assert [line for line in quiet.stderr.splitlines() if "(first use, up to a minute)" not in line] == []
+    assert "[Eval][Epoch 1/1]" in quiet.stdout
+    loud = run_tool("train", *args, "--overwrite", "-v", env=env)
+    assert "we now always track global mean and variance" in loud.stderr and "using custom operator only" in loud.stderr

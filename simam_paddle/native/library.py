@@ -104,8 +104,9 @@ def captured_output(sink: list[str]):
     and the output of child processes, which inherit the descriptors (Paddle's extension builder runs
     setup.py and the compiler in one). Paddle's build and load of a library print a dozen lines of
     progress ("running build", the compiler's command lines, "No ccache found", "using custom operator
-    only") that are no news to a user. With ``$SIMAM_PADDLE_VERBOSE`` set nothing is captured. Output of
-    other threads in the same window is captured too."""
+    only") that are no news to a user; so does paddle2onnx (``simam_paddle.export``). With
+    ``$SIMAM_PADDLE_VERBOSE`` set nothing is captured. Output of other threads in the same window is
+    captured too."""
     if verbose():
         yield
         return
