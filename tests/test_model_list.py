@@ -50,7 +50,7 @@ def test_the_static_model_list_is_what_each_model_builds(name):
     assert row.parameters == parameter_count(model)
     assert row.simam_layers == sum(isinstance(layer, SimAM) for layer in model.sublayers())
     assert row.input_size == MODELS[name].input_size
-    assert ("SimAM" in row.description) == name.endswith("_simam")
+    assert (", SimAM" in row.description) == name.endswith("_simam")
 
 
 def test_mobilenet_v2_simam_follows_each_depthwise_convolution():
