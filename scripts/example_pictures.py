@@ -67,7 +67,7 @@ def main() -> int:
     keep(work / "m_all" / "attention.png", "attention_mobilenet_v2_simam_all.png", args.output)
 
     resnet = train("resnet18_simam", work, args.data, 1, "-o", "data.image_size=64")
-    files = [str(next((args.data / "test" / c).iterdir())) for c in ("cat", "ship")]
+    files = [str(sorted((args.data / "test" / c).iterdir())[k]) for k, c in enumerate(("cat", "ship"))]
     tool("visualize", str(resnet), "--images", *files, "--layers", "layer1.0", "layer4.1", "--output", str(work / "r"))
     keep(work / "r" / "attention.png", "attention_resnet18_simam_own_images.png", args.output)
     print(f"pictures in {args.output}")

@@ -18,7 +18,7 @@ images (real ones from an image-folder ``data.root``, else rendered; see ``data/
 files given with ``--images``; each titled with the model's prediction (and the true class where
 known). Written as
 ``attention.png`` (matplotlib, Agg) into ``--output`` (default: the run directory PATH), of exactly
-``figure_pixels(images, layers)`` pixels.
+``figure_pixels(images, layers, title lines)`` pixels.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 import argparse
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 DEFAULT_LAYERS = 6  # layers shown by default where a model has more
@@ -72,7 +73,9 @@ from .losses import softmax
 from .run_dir import ATTENTION, load_run_model, run_classes
 
 PANEL_INCHES = 1.6
-HEADER_INCHES = 0.75  # room for the figure's title and the first row's titles
+HEADER_INCHES = 0.75  # room for a one-line title and the first row's titles
+TITLE_LINE_INCHES = 0.2  # room for each further line of the title, which wraps to the figure's width
+TITLE_CHAR_INCHES = 0.085  # the width of a character of the title (10 pt), on average
 FOOTER_INCHES = 0.8  # room for the last row's ranges and the colour bar below it
 DPI = 100
 OVERLAY_ALPHA = 0.55
@@ -139,21 +142,29 @@ def grid(n_images: int, n_layers: int) -> tuple[int, int]:
     return rows, -(-n_layers // rows) + 1
 
 
-def figure_pixels(n_images: int, n_layers: int) -> tuple[int, int]:
-    """(width, height) in pixels of the figure for ``n_images`` images and ``n_layers`` SimAM layers."""
+def figure_pixels(n_images: int, n_layers: int, title_lines: int = 1) -> tuple[int, int]:
+    """(width, height) in pixels of the figure for ``n_images`` images, ``n_layers`` SimAM layers and a
+    title of ``title_lines`` lines."""
     rows, cols = grid(n_images, n_layers)
-    return (round(cols * PANEL_INCHES * DPI),
-            round((n_images * rows * PANEL_INCHES + HEADER_INCHES + FOOTER_INCHES) * DPI))
+    header = HEADER_INCHES + (title_lines - 1) * TITLE_LINE_INCHES
+    return round(cols * PANEL_INCHES * DPI), round((n_images * rows * PANEL_INCHES + header + FOOTER_INCHES) * DPI)
+
+
+def title_lines(title: str, n_layers: int) -> list[str]:
+    """``title`` wrapped to the width of the figure of ``n_layers`` layers."""
+    return textwrap.wrap(title, width=int(grid(1, n_layers)[1] * PANEL_INCHES / TITLE_CHAR_INCHES))
 
 
 def draw(images: list[np.ndarray], maps: list[tuple[str, np.ndarray]], titles: list[str], title: str) -> Figure:
     """The figure: per image its picture, then its weights of each layer over it, with ``title`` above and
     the colour bar below."""
     per_image, cols = grid(len(images), len(maps))
-    width, height = figure_pixels(len(images), len(maps))
+    lines = title_lines(title, len(maps))
+    width, height = figure_pixels(len(images), len(maps), len(lines))
+    header = HEADER_INCHES + (len(lines) - 1) * TITLE_LINE_INCHES
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=FOOTER_INCHES * DPI / height,
-                        top=1 - HEADER_INCHES * DPI / height, wspace=0.06, hspace=0.5)
+                        top=1 - header * DPI / height, wspace=0.06, hspace=0.5)
     axes = fig.subplots(len(images) * per_image, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -175,11 +186,11 @@ def draw(images: list[np.ndarray], maps: list[tuple[str, np.ndarray]], titles: l
         ax.set_xticks([])
         ax.set_yticks([])
     inch = DPI / height  # one inch, as a fraction of the figure's height
-    fig.suptitle(title, fontsize=10, y=1 - 0.08 * inch, va="top")
+    fig.suptitle("\n".join(lines), fontsize=10, y=1 - 0.08 * inch, va="top")
     bar = fig.add_axes((0.35, 0.42 * inch, 0.3, 0.12 * inch))
     scale = fig.colorbar(ScalarMappable(norm=Normalize(0, 1), cmap=CMAP), cax=bar, orientation="horizontal")
     scale.set_ticks([0, 1], labels=["low", "high"], fontsize=7)
-    fig.text(0.5, 0.06 * inch, "SimAM weight (channel mean), coloured over each panel's own range, printed under it",
+    fig.text(0.5, 0.06 * inch, "SimAM weight (channel mean), over each panel's range",
              ha="center", va="bottom", fontsize=7)
     return fig
 
