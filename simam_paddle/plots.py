@@ -49,7 +49,7 @@ def plot_predictions(images: np.ndarray, predicted, truth, class_names, path, co
         ax.set_title(f"{class_names[p]}\n({class_names[t]})", fontsize=8, color="black" if p == t else "red")
     for ax in np.ravel(axes):
         ax.axis("off")
-    fig.suptitle("predicted (true)")
+    fig.suptitle(f"predicted (true) on {len(images)} test images; wrong ones in red")
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
