@@ -12,14 +12,29 @@ with ``python -m simam_paddle.<tool>``) loads Paddle only when it is needed.
 from __future__ import annotations
 
 import importlib
+import os
+import warnings
 
 __version__ = "0.1.0"
+
+VERBOSE_ENV = "SIMAM_PADDLE_VERBOSE"  # also read by simam_paddle.native.library, which stands alone
+
+
+def verbose() -> bool:
+    """Whether ``$SIMAM_PADDLE_VERBOSE`` asks to see Paddle's notices and the C++ builds' output."""
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+# Paddle's import warns "No ccache found" (a note for people compiling C++ operators with Paddle's own
+# builder) in every process: filtered, narrowly, before anything of this package loads Paddle.
+if not verbose():
+    warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
 _LAZY = {
     "SimAM": "layers", "simam": "layers", "add_simam": "layers", "get_attn": "layers", "create_attn": "layers",
     "build_model": "models", "list_models": "models", "LabelSmoothingCrossEntropy": "losses",
 }
-__all__ = [*_LAZY, "__version__"]
+__all__ = [*_LAZY, "__version__", "verbose"]
 
 
 def __getattr__(name: str):

@@ -25,60 +25,118 @@ One exit code means one kind of outcome:
 
 Any other exception is a bug: it keeps its traceback (exit 1).
 
-Paddle prints harmless notices on start-up (no ccache, "using custom operator only", glog notices of
-its PIR passes such as "static graph(PIR) not support input out tensor"). Importing this
-module filters exactly those, before Paddle is loaded: every tool imports it first, so the tools
-start quietly, while a program that imports the library alone sees Paddle as Paddle prints it. Real
-warnings still show.
+Start-up is quick: every tool answers ``--help``, ``--version``, ``--list-models`` and a bad flag before
+Paddle loads. A tool module parses its arguments with ``answer_early(__name__, parse_args)`` above the
+imports of its work; its console script (``console``) runs the module as ``python -m`` does, so both
+ways of starting it take that path. ``-v`` / ``--verbose`` (or ``$SIMAM_PADDLE_VERBOSE=1``) shows what
+the console otherwise keeps quiet: Paddle's harmless notices (glog's C++ notices, BatchNorm's "we now
+always track global mean and variance" on every training step's first call, "No ccache found") and
+the output of building and loading the C++ libraries (``simam_paddle.native.library.captured_output``).
+Real warnings still show.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
+import runpy
 import signal
 import sys
 import warnings
 from collections.abc import Callable
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 
+from . import VERBOSE_ENV, verbose
 from .errors import BadInput, ConfigError, DiskFull, ExportError, Interrupted, TrainingDiverged
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
-# Paddle's harmless start-up notices, by the text they start with.
-HARMLESS_WARNINGS = ("No ccache found",)
-HARMLESS_LOG_LINES = ("using custom operator only",)
-
-
-class _HarmlessLines(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not any(record.getMessage().startswith(text) for text in HARMLESS_LOG_LINES)
+# Paddle's harmless warnings, by the text they start with: BatchNorm's on training, the C++ builder's
+# (simam_paddle/__init__.py filters the latter for every program).
+HARMLESS_WARNINGS = ("When training, we now always track global mean and variance", "No ccache found")
 
 
 def quiet_paddle() -> None:
-    """Filter Paddle's known harmless notices for the rest of this process (called on import)."""
+    """Filter Paddle's known harmless notices for the rest of this process, unless verbose (called on import)."""
+    if verbose():
+        return
     os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ notices below ERROR; set it to 0 to see them
     for text in HARMLESS_WARNINGS:
-        warnings.filterwarnings("ignore", message=text)
-        # the kernel's first build runs Paddle's setup in a child process, which inherits this
-        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), f"ignore:{text}"]))
-    logging.getLogger("utils.cpp_extension").addFilter(_HarmlessLines())  # the logger of paddle's cpp_extension
+        warnings.filterwarnings("ignore", message=text, category=UserWarning)
+
+
+def be_verbose() -> None:
+    """What ``-v`` does: undo ``quiet_paddle`` and let the libraries' builds print (for this process and its children)."""
+    os.environ[VERBOSE_ENV] = "1"
+    if os.environ.get("GLOG_minloglevel") == "2":
+        del os.environ["GLOG_minloglevel"]
+    for text in HARMLESS_WARNINGS:
+        warnings.filterwarnings("default", message=text, category=UserWarning)
 
 
 quiet_paddle()
 
 
-def parser(tool: str, description: str) -> argparse.ArgumentParser:
-    """The argument parser of ``python -m simam_paddle.<tool>``, with ``--version``."""
+class _Verbose(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        be_verbose()
+        setattr(namespace, self.dest, True)
+
+
+_invoked_as: str | None = None  # the console script's name, while a tool runs as one (console)
+
+
+def command(tool: str) -> str:
+    """The command that started ``tool``: its console script's name (``simam-train``), else ``python -m simam_paddle.train``."""
+    return _invoked_as or f"python -m simam_paddle.{tool}"
+
+
+def versions() -> str:
+    """This package's version, and those of Paddle (from its installed metadata: Paddle is not imported) and Python."""
     from . import __version__
 
-    p = argparse.ArgumentParser(prog=f"python -m simam_paddle.{tool}", description=description)
-    p.add_argument("--version", action="version", version=f"simam-paddle {__version__}")
+    paddle = next((f"{name} {metadata.version(name)}" for name in ("paddlepaddle", "paddlepaddle-gpu")
+                   if _installed(name)), "paddlepaddle not installed")
+    return f"simam-paddle {__version__} ({paddle}, Python {sys.version.split()[0]})"
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def parser(tool: str, description: str) -> argparse.ArgumentParser:
+    """The argument parser of a tool, named as it was started, with ``--version`` and ``-v``."""
+    p = argparse.ArgumentParser(prog=command(tool), description=description)
+    p.add_argument("--version", action="version", version=versions())
+    p.add_argument("-v", "--verbose", action=_Verbose, nargs=0, default=False,
+                   help=f"show Paddle's notices and the C++ libraries' build output (or set {VERBOSE_ENV}=1)")
     return p
+
+
+def answer_early(module_name: str, parse_args: Callable[[list[str] | None], object]) -> None:
+    """In a tool module run as a program (``__main__``), parse its arguments now, above the imports of its
+    work: ``--help``, ``--version``, ``--list-models`` and a bad argument answer and exit without loading
+    Paddle. ``main()`` parses them again (quickly) when the work goes on."""
+    if module_name == "__main__":
+        parse_args(None)
+
+
+def console(tool: str) -> Callable[[], None]:
+    """The console script ``simam-<tool>``: runs ``simam_paddle.<tool>`` as ``python -m`` does, so that
+    ``answer_early`` answers before Paddle loads, with usage lines naming the script."""
+
+    def run_tool() -> None:
+        global _invoked_as
+        _invoked_as = Path(sys.argv[0]).name
+        runpy.run_module(f"simam_paddle.{tool}", run_name="__main__", alter_sys=True)
+
+    return run_tool
 
 
 def add_path(p: argparse.ArgumentParser, exports: bool = False) -> None:

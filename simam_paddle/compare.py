@@ -26,10 +26,27 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 
 # isort: split
 
+import argparse
 import json
 import math
 import sys
 from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = cli.parser("compare", __doc__.split("\n")[0])
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="run directories written by simam_paddle.train")
+    cli.add_output(p, "results.md, results.json and the figures", "results")
+    p.add_argument("--baseline", metavar="MODEL", help="the model (model.name) every other one is compared with "
+                   "(default: each SimAM model's plain twin, e.g. mobilenet_v2 for mobilenet_v2_simam, where it ran)")
+    cli.add_rounds(p, 10, "the model-only throughput")
+    p.add_argument("--no-throughput", action="store_true", help="skip the model-only throughput measurement")
+    return p.parse_args(argv)
+
+
+cli.answer_early(__name__, parse_args)  # --help, --version: answered before the imports below load Paddle
+
+# isort: split
 
 import numpy as np
 
@@ -344,14 +361,7 @@ def compare(run_dirs: list[Path], out: Path, measure_throughput: bool = True, ro
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = cli.parser("compare", __doc__.split("\n")[0])
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="run directories written by simam_paddle.train")
-    cli.add_output(p, "results.md, results.json and the figures", "results")
-    p.add_argument("--baseline", metavar="MODEL", help="the model (model.name) every other one is compared with "
-                   "(default: each SimAM model's plain twin, e.g. mobilenet_v2 for mobilenet_v2_simam, where it ran)")
-    cli.add_rounds(p, 10, "the model-only throughput")
-    p.add_argument("--no-throughput", action="store_true", help="skip the model-only throughput measurement")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
 
     def work() -> None:
         result = compare(args.paths, args.output or Path("results"), not args.no_throughput, args.rounds,

@@ -40,10 +40,34 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 
 # isort: split
 
+import argparse
 import re
 import sys
 from pathlib import Path
 from typing import NamedTuple
+
+from .model_list import MODEL_LIST
+
+# The ResNets and MobileNetV2, plain and with SimAM: every model but AlexNet, which has no ImageNet checkpoint
+CONVERTIBLE = [name for name in MODEL_LIST if not name.startswith("alexnet")]
+ARCHITECTURES = [name for name in CONVERTIBLE if not name.endswith("_simam")]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = cli.parser("convert", "Convert a PyTorch checkpoint of a (SimAM) ResNet or MobileNetV2 into Paddle weights.")
+    p.add_argument("checkpoint", help="the PyTorch checkpoint (torch.save's zip format), e.g. the official SimAM ImageNet ones")
+    p.add_argument("--model", required=True, choices=CONVERTIBLE, metavar="NAME",
+                   help=f"the network the checkpoint holds, as build_model names it: {', '.join(CONVERTIBLE)}")
+    cli.add_output(p, "NAME.pdparams", "the current folder")
+    cli.add_overrides(p, "the SimAM lambda of the model built for the check (default: the official runs', 0.1)",
+                      "model.e_lambda=0.1")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing NAME.pdparams in --output")
+    return p.parse_args(argv)
+
+
+cli.answer_early(__name__, parse_args)  # --help, --version: answered before the imports below load Paddle
+
+# isort: split
 
 import numpy as np
 import paddle
@@ -52,8 +76,7 @@ from .config import load_config
 from .errors import ArgumentError, CheckpointError
 from .io import atomic_paddle_save
 from .layers.messages import listed
-from .models import MODELS, OFFICIAL_LAMBDA, build_model, load_weights
-from .models.resnet import DEPTHS
+from .models import MODELS, build_model, load_weights
 from .torch_zip import read_torch_checkpoint
 
 WRAPPERS = ("state_dict", "model")  # keys under which a training checkpoint keeps the model's state dict
@@ -69,8 +92,6 @@ RENAMES = {
     ),
 }
 # The networks with weights of their own; a _simam model holds exactly its plain model's weights.
-ARCHITECTURES = [f"resnet{d}" for d in DEPTHS] + ["mobilenet_v2"]
-CONVERTIBLE = [f"{a}{s}" for a in ARCHITECTURES for s in ("", "_simam")]
 
 
 def _family(model: str) -> str:
@@ -215,15 +236,7 @@ def convert(checkpoint: str | Path, model: str, output: str | Path = ".", e_lamb
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = cli.parser("convert", "Convert a PyTorch checkpoint of a (SimAM) ResNet or MobileNetV2 into Paddle weights.")
-    p.add_argument("checkpoint", help="the PyTorch checkpoint (torch.save's zip format), e.g. the official SimAM ImageNet ones")
-    p.add_argument("--model", required=True, choices=CONVERTIBLE, metavar="NAME",
-                   help=f"the network the checkpoint holds, as build_model names it: {', '.join(CONVERTIBLE)}")
-    cli.add_output(p, "NAME.pdparams", "the current folder")
-    cli.add_overrides(p, f"the SimAM lambda of the model built for the check (default {OFFICIAL_LAMBDA}, the official runs')",
-                      "model.e_lambda=0.1")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing NAME.pdparams in --output")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
 
     def work() -> None:
         overrides = cli.overrides(args.override, "convert", ("model.e_lambda",), "convert builds the model --model names")

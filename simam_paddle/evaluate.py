@@ -24,9 +24,27 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 
 # isort: split
 
+import argparse
 import sys
 import time
 from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = cli.parser("evaluate", __doc__.split("\n")[0])
+    cli.add_path(p, exports=True)
+    cli.add_weights(p)
+    cli.add_engine(p)
+    cli.add_rounds(p, 10, "the model-only throughput (batches)")
+    cli.add_overrides(p, "a data or loss setting of the run (data.root=PATH, data.limit_val=1000, ...)")
+    # the file names of metrics.EVALUATION_FILE and CONFUSION_FILE (metrics loads Paddle, which --help does not)
+    cli.add_output(p, "evaluation.json and confusion.png", "PATH's folder: the run directory or export folder")
+    return p.parse_args(argv)
+
+
+cli.answer_early(__name__, parse_args)  # --help, --version: answered before the imports below load Paddle
+
+# isort: split
 
 import numpy as np
 import paddle
@@ -35,7 +53,7 @@ from .distributed import all_reduce_sum
 from .errors import DataError
 from .layers.messages import listed
 from .losses import label_smoothing_cross_entropy
-from .metrics import CONFUSION_FILE, EVALUATION_FILE, Tally, evaluation_figures, report, save_evaluation
+from .metrics import Tally, evaluation_figures, report, save_evaluation
 from .timing import measure
 
 
@@ -131,14 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     from .data import build_loader, classes_of, worker_count
     from .runner import open_model
 
-    p = cli.parser("evaluate", __doc__.split("\n")[0])
-    cli.add_path(p, exports=True)
-    cli.add_weights(p)
-    cli.add_engine(p)
-    cli.add_rounds(p, 10, "the model-only throughput (batches)")
-    cli.add_overrides(p, "a data or loss setting of the run (data.root=PATH, data.limit_val=1000, ...)")
-    cli.add_output(p, f"{EVALUATION_FILE} and {CONFUSION_FILE}", "PATH's folder: the run directory or export folder")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
 
     def work() -> None:
         overrides = cli.overrides(args.override, "evaluate", EVALUATE_KEYS,

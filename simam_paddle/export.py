@@ -50,12 +50,38 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 
 # isort: split
 
+import argparse
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+TOLERANCE = 1e-4  # largest allowed |logit difference| between the export and the dynamic-graph model
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = cli.parser("export", "Export a trained run for Paddle Inference or ONNX, checked against the run's model on test images.")
+    cli.add_path(p)
+    p.add_argument("--format", required=True, choices=("paddle", "onnx"),  # runner.FORMATS
+                   help="paddle: paddle.jit.save for paddle.inference; onnx: via paddle2onnx")
+    cli.add_weights(p)
+    cli.add_output(p, "the export", "PATH/export/<format>")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export at --output")
+    p.add_argument("--num-images", type=int, default=16, help="test images for the check (default: 16)")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE,
+                   help=f"largest allowed |logit difference| (default: {TOLERANCE:g})")
+    p.add_argument("--program", choices=("auto", "simam_op", "standard"), default="auto",  # runner.PROGRAMS
+                   help="paddle format: also write model_simam_op.json (SimAM as one operator) where it builds (auto, "
+                        "the default), always (simam_op), or only model.json (standard)")
+    cli.add_overrides(p, "a data key of the run, for the check's test images")
+    return p.parse_args(argv)
+
+
+cli.answer_early(__name__, parse_args)  # --help, --version: answered before the imports below load Paddle
+
+# isort: split
 
 import numpy as np
 import paddle
@@ -67,6 +93,7 @@ from .errors import ArgumentError, ExportError
 from .io import atomic_write_json, hold_lock, release_lock, remove_temp_files
 from .layers import simam_deploy
 from .layers.simam import SimAM, deploy_operator
+from .native.library import captured_output
 from .run_dir import EXPORT, WEIGHTS, load_run_model, run_classes
 from .runner import (
     FORMATS,
@@ -82,7 +109,6 @@ from .runner import (
     simam_op_program,
 )
 
-TOLERANCE = 1e-4  # largest allowed |logit difference| between the export and the dynamic-graph model
 ONNX_OPSET = 13
 INPUT_NAME = "image"
 
@@ -135,12 +161,14 @@ def write_onnx(model: paddle.nn.Layer, folder: Path, size: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         program = _jit_save(model, Path(tmp) / "model", size)
         converted = Path(tmp) / "converted.onnx"
-        paddle2onnx.export(
-            str(program), str(Path(tmp) / "model.pdiparams"), str(converted), opset_version=ONNX_OPSET,
-            optimize_tool=ONNX_OPTIMIZE_TOOL,
-        )
+        output: list[str] = []  # paddle2onnx's progress lines, the temporary file's path among them
+        with captured_output(output):
+            paddle2onnx.export(
+                str(program), str(Path(tmp) / "model.pdiparams"), str(converted), opset_version=ONNX_OPSET,
+                optimize_tool=ONNX_OPTIMIZE_TOOL,
+            )
         if not converted.is_file():
-            raise ExportError("paddle2onnx wrote no model.onnx (see its messages above)")
+            raise ExportError(f"paddle2onnx wrote no model.onnx; its output:\n{''.join(output)}")
         _optimize_onnx(converted, folder / ONNX_FILE)
 
 
@@ -298,21 +326,7 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = cli.parser("export", "Export a trained run for Paddle Inference or ONNX, checked against the run's model on test images.")
-    cli.add_path(p)
-    p.add_argument("--format", required=True, choices=FORMATS,
-                   help="paddle: paddle.jit.save for paddle.inference; onnx: via paddle2onnx")
-    cli.add_weights(p)
-    cli.add_output(p, "the export", "PATH/export/<format>")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing export at --output")
-    p.add_argument("--num-images", type=int, default=16, help="test images for the check (default: 16)")
-    p.add_argument("--tolerance", type=float, default=TOLERANCE,
-                   help=f"largest allowed |logit difference| (default: {TOLERANCE:g})")
-    p.add_argument("--program", choices=PROGRAMS, default="auto",
-                   help=f"paddle format: also write {SIMAM_OP_PREFIX}.json (SimAM as one operator) where it builds (auto, "
-                        "the default), always (simam_op), or only model.json (standard)")
-    cli.add_overrides(p, "a data key of the run, for the check's test images")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
 
     def work() -> None:
         overrides = cli.overrides(args.override, "export", ("data",), "the model is exported as it was trained")

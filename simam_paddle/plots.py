@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .data.transforms import MEAN, STD  # noqa: E402
 from .io import atomic_savefig  # noqa: E402
@@ -24,6 +25,7 @@ def plot_curves(history: dict, path, title: str = "") -> None:
     ax_acc.plot(ep["epoch"], ep["val_acc"], "o-", label="validation")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and iterations are whole: no 0.5 ticks
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
@@ -47,7 +49,7 @@ def plot_predictions(images: np.ndarray, predicted, truth, class_names, path, co
         ax.set_title(f"{class_names[p]}\n({class_names[t]})", fontsize=8, color="black" if p == t else "red")
     for ax in np.ravel(axes):
         ax.axis("off")
-    fig.suptitle("predicted (true)")
+    fig.suptitle(f"predicted (true) on {len(images)} test images; wrong ones in red")
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)

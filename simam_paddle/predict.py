@@ -32,12 +32,35 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 
 # isort: split
 
+import argparse
 import csv
 import glob
 import io
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+BATCH_SIZE = 64
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = cli.parser("predict", "Top-k classes of images (files, folders, glob patterns), from a run or an export.")
+    cli.add_path(p, exports=True)
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files (JPEG, PNG), folders of them (subfolders included), or quoted glob patterns")
+    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
+    p.add_argument("--output", type=Path, default=None, metavar="FILE",
+                   help="also write every image's top-k into FILE: results.csv or results.json (by the suffix)")
+    p.add_argument("--batch-size", type=cli.positive_int, default=BATCH_SIZE, metavar="N",
+                   help=f"images read and classified at a time (default: {BATCH_SIZE})")
+    cli.add_weights(p)
+    cli.add_engine(p)
+    return p.parse_args(argv)
+
+
+cli.answer_early(__name__, parse_args)  # --help, --version: answered before the imports below load Paddle
+
+# isort: split
 
 import numpy as np
 
@@ -48,7 +71,6 @@ from .io import atomic_write_json, atomic_write_text
 from .losses import softmax
 from .runner import open_model
 
-BATCH_SIZE = 64
 OUTPUT_FORMATS = (".csv", ".json")
 GLOB_CHARACTERS = "*?["
 
@@ -145,18 +167,7 @@ def write_results(path: Path, results: list[tuple[Path, list[tuple[str, float]]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = cli.parser("predict", "Top-k classes of images (files, folders, glob patterns), from a run or an export.")
-    cli.add_path(p, exports=True)
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image files (JPEG, PNG), folders of them (subfolders included), or quoted glob patterns")
-    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
-    p.add_argument("--output", type=Path, default=None, metavar="FILE",
-                   help="also write every image's top-k into FILE: results.csv or results.json (by the suffix)")
-    p.add_argument("--batch-size", type=cli.positive_int, default=BATCH_SIZE, metavar="N",
-                   help=f"images read and classified at a time (default: {BATCH_SIZE})")
-    cli.add_weights(p)
-    cli.add_engine(p)
-    args = p.parse_args(argv)
+    args = parse_args(argv)
 
     def work() -> None:
         def note(line: str) -> None:

@@ -22,18 +22,12 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 
 # isort: split
 
+import argparse
 import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-from .compare import compare
-from .config import load_config
-from .io import atomic_write_json
-from .run_dir import run_state
-
-MODELS = ("alexnet", "alexnet_simam")  # shipped configs, trained for every seed
 
 # --demo: the same study on a slice of CIFAR-10, a few minutes on 2 CPU cores (README's Quick start)
 DEMO_SEEDS = [42]
@@ -41,7 +35,7 @@ DEMO_OVERRIDES = ["data.limit_train=3000", "data.limit_val=1000", "train.epochs=
 DEMO_RUNS, DEMO_OUTPUT = Path("runs/demo"), Path("results/demo")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = cli.parser("reproduce", __doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default 42 43 44; --demo: 42)")
     cli.add_overrides(p, "a config value of every run")
@@ -55,17 +49,48 @@ def main(argv: list[str] | None = None) -> int:
     args.seeds = args.seeds or (DEMO_SEEDS if args.demo else [42, 43, 44])
     args.runs = args.runs or (DEMO_RUNS if args.demo else Path("runs/repro"))
     args.output = args.output or (DEMO_OUTPUT if args.demo else Path("results/repro"))
+    return args
+
+
+cli.answer_early(__name__, parse_args)  # --help, --version: answered before the imports below load Paddle
+
+# isort: split
+
+from .compare import compare
+from .config import load_config
+from .io import atomic_write_json
+from .run_dir import run_state
+
+MODELS = ("alexnet", "alexnet_simam")  # shipped configs, trained for every seed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     return cli.run(lambda: reproduce(args, argv))
+
+
+def check_run(config: dict, checked_data: list[dict]) -> None:
+    """What a run would refuse at its start, checked before any run starts: the machine (train.amp, bf16,
+    VisualDL), the data (readable, its classes, a full batch of data.batch_size in either split). A data
+    section in ``checked_data`` (those checked so far) is not read again."""
+    from .run_dir import resolve_classes
+    from .train import build_loaders, check_environment
+
+    check_environment(config)
+    if config["data"] not in checked_data:
+        resolve_classes(config)
+        build_loaders(config)
+        checked_data.append(config["data"])
 
 
 def reproduce(args, argv: list[str] | None) -> int:
     configs = cli.shipped_configs()
-    plan = []  # (config, seed, run_dir, overrides), all validated before any run starts
+    plan, checked_data = [], []  # (config, seed, run_dir, overrides), all checked before any run starts
     for seed in args.seeds:
         for name in MODELS:
             run_dir = args.runs / name / f"seed{seed}"
             overrides = args.override + [f"train.seed={seed}", f"train.output_dir={run_dir}"]
-            load_config(configs[name], overrides)
+            check_run(load_config(configs[name], overrides), checked_data)
             plan.append((configs[name], seed, run_dir, overrides))
 
     start = time.time()
@@ -85,7 +110,7 @@ def reproduce(args, argv: list[str] | None) -> int:
     wall = time.time() - start
     compare([run_dir for _, _, run_dir, _ in plan], args.output)
     atomic_write_json(args.output / "study.json", {
-        "command": " ".join(["python -m simam_paddle.reproduce"] + (argv if argv is not None else sys.argv[1:])),
+        "command": " ".join([cli.command("reproduce")] + (argv if argv is not None else sys.argv[1:])),
         "seeds": args.seeds, "overrides": args.override, "wall_seconds_this_invocation": round(wall, 1),
         "host": platform.node(), "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     })

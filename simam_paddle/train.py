@@ -15,12 +15,46 @@ from . import cli  # first: it quiets Paddle's start-up notices before Paddle lo
 
 # isort: split
 
+import argparse
 import math
 import random
 import signal
 import sys
 import time
 from pathlib import Path
+
+
+class ListModels(argparse.Action):
+    """``--list-models``: print every model name with its facts (``simam_paddle.model_list``) and exit."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .model_list import list_models_text
+
+        print(list_models_text(), end="")
+        parser.exit()
+
+
+def parse_args(argv: list[str] | None):
+    p = cli.parser("train", __doc__.split("\n")[0])
+    p.add_argument("--config", "-c", help="YAML config: a path, or the name of a shipped config (alexnet, "
+                   "alexnet_simam, alexnet_simam_mixup); omitted: the defaults, or the run's own with --resume RUN_DIR")
+    cli.add_overrides(p)
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                   help="continue the run in train.output_dir (or in RUN_DIR, with its own config) from its last "
+                        "completed epoch")
+    p.add_argument("--resume-epoch", type=int, metavar="N", help="with --resume: continue from the checkpoint of "
+                   "epoch N that the run kept (train.save_interval) instead of its last; its later epochs are discarded")
+    p.add_argument("--device", metavar="DEVICE", help="cpu, gpu, gpu:N or auto: the same as -o train.device=DEVICE")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in train.output_dir")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config, every key with its meaning, and exit")
+    p.add_argument("--list-models", action=ListModels, nargs=0,
+                   help="print every model name (model.name) with its parameters, SimAM layers and input size, and exit")
+    return p.parse_args(argv)
+
+
+cli.answer_early(__name__, parse_args)  # --help, --list-models: answered before the imports below load Paddle
+
+# isort: split
 
 import numpy as np
 import paddle
@@ -34,7 +68,6 @@ from .errors import DataError, Interrupted, MissingDependency, TrainingDiverged
 from .evaluate import evaluate, evaluate_run_end, model_throughput
 from .io import atomic_write_json
 from .losses import LabelSmoothingCrossEntropy
-from .models import model_table
 from .models.from_config import build_from_config
 from .models.weights import load_pretrained, with_provenance
 from .native import threads
@@ -81,6 +114,15 @@ def check_environment(config: dict) -> None:
                                     "(or set train.visualdl=false)") from None
 
 
+def build_loaders(config: dict, distributed: bool = False) -> tuple:
+    """The train and val loaders of a validated config; bad data (not an image, not CIFAR-10, too few
+    images for a batch) is a DataError."""
+    try:
+        return build_loader(config, "train", distributed=distributed), build_loader(config, "val", distributed=distributed)
+    except ValueError as exc:
+        raise DataError(f"data: {exc}") from exc
+
+
 class Trainer:
     """One run: built from a validated config, fitted with ``fit()``."""
 
@@ -103,11 +145,7 @@ class Trainer:
         random.seed(self.seed)
         check_config(config)  # a config assembled in code has not been through load_config's checks
         self.classes = run_dir.resolve_classes(config)  # sets a null model.num_classes from the data
-        try:
-            self.train_loader = build_loader(config, "train", distributed=self.world > 1)
-            self.val_loader = build_loader(config, "val", distributed=self.world > 1)
-        except ValueError as exc:  # bad data (not an image, not CIFAR-10, too few images)
-            raise DataError(f"data: {exc}") from exc
+        self.train_loader, self.val_loader = build_loaders(config, distributed=self.world > 1)
         self.model = build_from_config(config)
         if tc["precision"] == "bf16":
             fastconv.use_bfloat16(self.model)
@@ -346,24 +384,6 @@ def train(config: dict) -> dict:
         raise
 
 
-def parse_args(argv: list[str] | None):
-    p = cli.parser("train", __doc__.split("\n")[0])
-    p.add_argument("--config", "-c", help="YAML config: a path, or the name of a shipped config (alexnet, "
-                   "alexnet_simam, alexnet_simam_mixup); omitted: the defaults, or the run's own with --resume RUN_DIR")
-    cli.add_overrides(p)
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
-                   help="continue the run in train.output_dir (or in RUN_DIR, with its own config) from its last "
-                        "completed epoch")
-    p.add_argument("--resume-epoch", type=int, metavar="N", help="with --resume: continue from the checkpoint of "
-                   "epoch N that the run kept (train.save_interval) instead of its last; its later epochs are discarded")
-    p.add_argument("--device", metavar="DEVICE", help="cpu, gpu, gpu:N or auto: the same as -o train.device=DEVICE")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in train.output_dir")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config, every key with its meaning, and exit")
-    p.add_argument("--list-models", action="store_true",
-                   help="print every model name (model.name) with its parameter count for 10 classes, and exit")
-    return p.parse_args(argv)
-
-
 def resolve_config(args) -> dict:
     """The config of this invocation: file (or a resumed run's own), overrides, the one-off flags."""
     overrides = list(args.override)
@@ -380,22 +400,10 @@ def resolve_config(args) -> dict:
     return load_config(path, overrides + flags)
 
 
-def list_models_text(num_classes: int = 10) -> str:
-    """What ``--list-models`` prints: a line per model name, with its parameter count for ``num_classes`` classes."""
-    table = model_table(num_classes)
-    width = max(len(name) for name, _ in table)
-    lines = [f"{'model.name':<{width}}  parameters ({num_classes} classes)"]
-    lines += [f"{name:<{width}}  {count:>14,}" for name, count in table]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def work() -> int:
-        if args.list_models:
-            print(list_models_text(), end="")
-            return cli.EXIT_OK
         config = resolve_config(args)
         if args.print_config:
             print(describe(config), end="")

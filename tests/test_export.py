@@ -219,4 +219,7 @@ def test_export_works_offline_and_installs_nothing(tmp_path):
         assert "tolerance 1e-04: OK" in output
         for attempt in ("pip install", "Installing", "Collecting", "Attempting to install", "polygraphy"):
             assert attempt.lower() not in output.lower(), f"{fmt} export: {attempt!r} in its output:\n{output[-3000:]}"
+        # quiet: paddle2onnx's progress lines (with its temporary file's path) are captured
+        assert "Paddle2ONNX" not in output and "converted.onnx" not in output, output[-3000:]
+        assert [line for line in proc.stderr.splitlines() if "(first use, up to a minute)" not in line] == []
     assert pip_freeze() == before

@@ -162,7 +162,7 @@ def test_visualize_titles_name_the_runs_classes(tmp_path, monkeypatch):
     root = write_learnable_image_folder(tmp_path / "data", 1, 2, classes=["cat", "dog", "fox"], val_folder="val")
     run = make_run_dir(tmp_path / "run", "model.name=resnet18_simam", f"data.root={root}", "data.image_size=32")
     titles = []
-    monkeypatch.setattr(visualize, "draw", lambda images, maps, t: titles.extend(t) or visualize.Figure())
+    monkeypatch.setattr(visualize, "draw", lambda images, maps, t, title: titles.extend(t) or visualize.Figure())
     visualize.visualize(run, num_images=3)
     assert [title.split("\n")[0] for title in titles] == ["true: cat", "true: dog", "true: fox"]
     assert all(title.split("\n")[1].split()[1] in ("cat", "dog", "fox") for title in titles)  # "pred: <name> <p>"

@@ -8,7 +8,8 @@ from helpers import run_train
 
 from simam_paddle import build_model, list_models
 from simam_paddle.layers import SimAM
-from simam_paddle.models import MODELS
+from simam_paddle.model_list import MODEL_LIST
+from simam_paddle.models import MODELS, parameter_count
 
 
 # Trainable parameters for 10 classes, from the published 1000-class counts of torchvision's models
@@ -32,14 +33,24 @@ EXPECTED |= {f"{name}_simam": count for name, count in EXPECTED.items()}
 
 
 def test_list_models_names_every_registered_model():
-    assert list_models() == sorted(EXPECTED) == sorted(MODELS)
+    assert list_models() == sorted(EXPECTED) == sorted(MODELS) == sorted(MODEL_LIST)
 
 
 def test_list_models_on_the_command_line_gives_every_name_with_its_parameter_count():
     lines = run_train("--list-models").stdout.splitlines()
     assert lines[0].startswith("model.name") and "10 classes" in lines[0]
-    printed = {name: int(count.replace(",", "")) for name, count in (line.split() for line in lines[1:])}
+    printed = {name: int(count.replace(",", "")) for name, count, *_ in (line.split() for line in lines[1:])}
     assert printed == EXPECTED
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_LIST))
+def test_the_static_model_list_is_what_each_model_builds(name):
+    """--list-models answers from a table, without Paddle: each row must be what build_model builds."""
+    row, model = MODEL_LIST[name], build_model(name)
+    assert row.parameters == parameter_count(model)
+    assert row.simam_layers == sum(isinstance(layer, SimAM) for layer in model.sublayers())
+    assert row.input_size == MODELS[name].input_size
+    assert (", SimAM" in row.description) == name.endswith("_simam")
 
 
 def test_mobilenet_v2_simam_follows_each_depthwise_convolution():

@@ -401,6 +401,6 @@ def test_the_command_line_has_a_version_and_a_console_script(capsys):
 
     with pytest.raises(SystemExit) as exit_:
         paddleclas.main(["--version"])
-    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"simam-paddle {simam_paddle.__version__}"
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith(f"simam-paddle {simam_paddle.__version__} (")
     scripts = (REPO_ROOT / "pyproject.toml").read_text().split("[project.scripts]")[1].split("\n[")[0]
-    assert '\nsimam-paddleclas = "simam_paddle.paddleclas:main"\n' in scripts
+    assert '\nsimam-paddleclas = "simam_paddle.console:paddleclas"\n' in scripts

@@ -39,7 +39,7 @@ def test_reproduce_trains_compares_and_skips_finished_runs(tmp_path):
 
 def test_reproduce_rejects_a_bad_override_before_training(tmp_path):
     proc = reproduce(tmp_path, tmp_path, "-o", "train.epochs=0")
-    assert proc.returncode != 0 and "train.epochs: expected between 1 and 100,000" in proc.stderr
+    assert proc.returncode == 2 and "train.epochs: expected between 1 and 100,000" in proc.stderr
     assert not (tmp_path / "runs").exists()
 
 
@@ -54,3 +54,11 @@ def test_run_state_tells_finished_interrupted_and_new(tmp_path):
     assert run_state(run) == "resumable"
     (run / "history.json").write_text(json.dumps({"finished": True}))
     assert run_state(run) == "finished"
+
+
+def test_reproduce_checks_every_runs_data_before_training(tmp_path):
+    root = write_image_folder(tmp_path / "data", train_per_class=1, test_per_class=1)  # 10 training images
+    proc = reproduce(tmp_path, root, "-o", "data.batch_size=64")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "make no full batch of 64" in proc.stderr and "failed" not in proc.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()

@@ -10,7 +10,7 @@ from helpers import make_run_dir, reference_simam
 
 from simam_paddle import SimAM, build_model
 from simam_paddle.layers.simam import simam_weight
-from simam_paddle.visualize import attention_maps, figure_pixels, main, visualize
+from simam_paddle.visualize import COLUMNS, DEFAULT_LAYERS, attention_maps, figure_pixels, layer_names, main, visualize
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 7, 5), (1, 4, 1, 1), (2, 2, 32, 32)])
@@ -59,7 +59,7 @@ def test_command_line_with_rendered_images(tmp_path, capsys):
     out = tmp_path / "figures" / "attention.png"  # --output is the folder
     assert main([str(run), "--output", str(out.parent), "--num-images", "2", "--weights", "final"]) == 0
     assert "2 images (2 rendered 32x32 images" in capsys.readouterr().out
-    width, height = figure_pixels(2, 8)
+    width, height = figure_pixels(2, DEFAULT_LAYERS)  # 6 of ResNet-18's 8 layers by default
     assert cv2.imread(str(out)).shape == (height, width, 3)
 
 
@@ -68,3 +68,48 @@ def test_model_without_simam_is_an_error(tmp_path, capsys):
     assert main([str(run), "--num-images", "1"]) == 2
     assert "AlexNet has no SimAM layer" in capsys.readouterr().err
     assert not (run / "attention.png").exists()
+
+
+# The names a reader knows, written out by hand from each architecture's layout.
+@pytest.mark.parametrize("name, expected", [
+    ("alexnet_simam", ["conv1", "conv2", "conv3", "conv4", "conv5"]),
+    ("resnet18_simam", [f"layer{s}.{b}" for s in (1, 2, 3, 4) for b in (0, 1)]),
+    ("mobilenet_v2_simam", [f"block{k}" for k in range(1, 18)]),
+])
+def test_layers_have_the_names_of_stage_and_block(name, expected):
+    model = build_model(name)
+    assert layer_names([n for n, layer in model.named_sublayers() if isinstance(layer, SimAM)]) == expected
+
+
+def test_layers_chosen_by_name_all_or_a_default_subset(tmp_path, capsys):
+    run = make_run_dir(tmp_path / "run", "model.name=mobilenet_v2_simam", "data.image_size=32")
+    out = tmp_path / "out"
+    assert main([str(run), "--output", str(out), "--num-images", "1"]) == 0
+    assert "x 6 SimAM layers" in capsys.readouterr().out  # 17 sites: 6 by default, evenly spaced
+    width, height = figure_pixels(1, DEFAULT_LAYERS)
+    assert cv2.imread(str(out / "attention.png")).shape == (height, width, 3)
+    assert main([str(run), "--output", str(out), "--num-images", "1", "--layers", "all"]) == 0
+    assert "x 17 SimAM layers" in capsys.readouterr().out
+    width, height = cv2.imread(str(out / "attention.png")).shape[1::-1]
+    assert (width, height) == figure_pixels(1, 17) and width <= COLUMNS * 160  # 18 panels wrap into 2 rows
+    assert height > 2 * 160
+    assert main([str(run), "--output", str(out), "--num-images", "1", "--layers", "block17", "block1"]) == 0
+    assert "x 2 SimAM layers" in capsys.readouterr().out
+    assert main([str(run), "--output", str(out), "--layers", "block18"]) == 2
+    err = capsys.readouterr().err
+    assert "--layers block18: no such SimAM layer" in err and "block1 block2" in err
+
+
+def test_own_images_as_input(tmp_path, capsys):
+    run = make_run_dir(tmp_path / "run", "model.name=resnet18_simam", "data.image_size=32")
+    files = []
+    for k, colour in enumerate([(255, 0, 0), (0, 128, 255)]):
+        image = np.zeros((40, 50, 3), np.uint8)
+        image[10:30, 15:35] = colour
+        files.append(tmp_path / f"mine{k}.png")
+        cv2.imwrite(str(files[-1]), image)
+    assert main([str(run), "--output", str(tmp_path), "--images", *map(str, files), "--layers", "all"]) == 0
+    assert "2 images (2 given image(s)) x 8 SimAM layers" in capsys.readouterr().out
+    assert cv2.imread(str(tmp_path / "attention.png")).shape[1::-1] == figure_pixels(2, 8)
+    assert main([str(run), "--output", str(tmp_path), "--images", str(tmp_path / "none.png")]) == 2
+    assert "none.png: no such image file" in capsys.readouterr().err

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import logging
 import os
 import platform
 import shutil
 import sys
 import sysconfig
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -83,19 +83,62 @@ def _build_lock(directory: Path):
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
+VERBOSE_ENV = "SIMAM_PADDLE_VERBOSE"
+
+
+def env_flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to 1, true or yes."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+def verbose() -> bool:
+    """Whether ``$SIMAM_PADDLE_VERBOSE`` asks to see Paddle's and the compiler's output as they print it
+    (the tools' ``-v`` sets it)."""
+    return env_flag(VERBOSE_ENV)
+
+
+@contextlib.contextmanager
+def captured_output(sink: list[str]):
+    """Everything written to this process's stdout and stderr, at the file-descriptor level, inside the
+    block, appended to ``sink`` (as one string) instead of printed: Python's prints, warnings and logging,
+    and the output of child processes, which inherit the descriptors (Paddle's extension builder runs
+    setup.py and the compiler in one). Paddle's build and load of a library print a dozen lines of
+    progress ("running build", the compiler's command lines, "No ccache found", "using custom operator
+    only") that are no news to a user; so does paddle2onnx (``simam_paddle.export``). With
+    ``$SIMAM_PADDLE_VERBOSE`` set nothing is captured. Output of other threads in the same window is
+    captured too."""
+    if verbose():
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as file:
+        sys.stdout.flush(), sys.stderr.flush()
+        saved = [os.dup(fd) for fd in (1, 2)]
+        try:
+            for fd in (1, 2):
+                os.dup2(file.fileno(), fd)
+            yield
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            for fd, copy in zip((1, 2), saved):
+                os.dup2(copy, fd)
+                os.close(copy)
+            file.seek(0)
+            sink.append(file.read().decode(errors="replace"))
+
+
 def build_operators(directory: Path, name: str, sources: tuple[Path, ...], ops: tuple[str, ...], cxx_flags: list[str],
                     ld_flags: list[str], include_paths: tuple[Path, ...] = (), what: str = "") -> ModuleType:
     """Compile (or find in ``directory``) and load the custom operators ``ops`` built from ``sources``;
     raises RuntimeError with the build's output on any failure. Builds of one folder are serialised."""
-    from paddle.utils.cpp_extension import load
-
     directory.mkdir(parents=True, exist_ok=True)
     with _build_lock(directory):
         if not (directory / name / f"{name}.so").exists():
             logger.info("%s: building in %s (first use, up to a minute)", what or name, directory)
-        output = io.StringIO()
+        output: list[str] = []
         try:
-            with contextlib.redirect_stdout(output):
+            with captured_output(output):
+                from paddle.utils.cpp_extension import load  # its import warns "No ccache found"
+
                 module = load(
                     name=name,
                     sources=[str(path) for path in sources],
@@ -105,7 +148,8 @@ def build_operators(directory: Path, name: str, sources: tuple[Path, ...], ops: 
                     build_directory=str(directory),
                 )
         except (Exception, SystemExit) as exc:  # SystemExit from a failed setup.py build included
-            raise RuntimeError(f"{type(exc).__name__}: {exc}\n{output.getvalue()}") from exc
+            raise RuntimeError(f"{type(exc).__name__}: {exc}\n{''.join(output)}") from exc
+    logger.debug("%s: output of the build and load:\n%s", what or name, "".join(output))
     missing = [op for op in ops if not hasattr(module, op)]
     if missing:
         raise RuntimeError(f"the built library in {directory} lacks the operators {', '.join(missing)}")
@@ -130,7 +174,7 @@ class KernelUnavailable(RuntimeError):
 
 
 def required() -> bool:
-    return os.environ.get(REQUIRE_ENV, "").strip().lower() in ("1", "true", "yes")
+    return env_flag(REQUIRE_ENV)
 
 
 class OperatorLibrary:
