@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -28,8 +29,9 @@ from simam_paddle.timing import wait_for_quiet  # noqa: E402
 DATA = Path(os.environ.get("SIMAM_DATA_DIR") or REPO.parent / "shared" / "data") / "cifar10-jpeg"
 DEMO = [sys.executable, "-m", "simam_paddle.reproduce", "--demo", "-o", f"data.root={DATA}"]
 COMMANDS = {"demo, empty kernel cache": DEMO, "demo": DEMO,
-            "default": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-            "slow": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow"]}
+            "default": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=40"],
+            "slow": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow", "--durations=40"]}
+DURATION = re.compile(r"^\d+\.\d+s (call|setup|teardown) ")
 
 
 def load() -> str:
@@ -67,9 +69,12 @@ def main(argv: list[str] | None = None) -> int:
             start = time.monotonic()
             proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
             wall = time.monotonic() - start
-        last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "(no output)"
+        out = proc.stdout.strip().splitlines() or ["(no output)"]
         say(f"{name}: {wall:.1f} s ({wall / 60:.1f} min), exit {proc.returncode}; load before {before} "
-            f"(waited {waited:.0f} s for it), after {load()}; `{' '.join(cmd[1:])}`; last line: {last}")
+            f"(waited {waited:.0f} s for it), after {load()}; `{' '.join(cmd[1:])}`; last line: {out[-1]}")
+        for line in out:  # pytest's slowest tests and failures, where it printed them
+            if line.startswith("FAILED") or (DURATION.match(line) and float(line.split("s", 1)[0]) >= 3):
+                say(f"    {line}")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text("\n".join(lines) + "\n")

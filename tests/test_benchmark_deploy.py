@@ -10,6 +10,7 @@ import pytest
 from helpers import REPO_ROOT, needs_onnx
 
 
+@pytest.mark.slow
 @needs_onnx
 @pytest.mark.integration
 def test_the_alexnet_pair_through_every_engine_setting(tmp_path):

@@ -173,6 +173,7 @@ def test_tools_start_quietly_but_keep_real_warnings(tmp_path):
     assert warned.returncode == 2 and "SIMAM_PADDLE_NUM_THREADS must be a positive integer" in warned.stderr
 
 
+@pytest.mark.slow
 def test_training_prints_only_its_log_and_verbose_shows_paddles_notices(tmp_path):
     root = write_learnable_image_folder(tmp_path / "data", train_per_class=1, test_per_class=1)
     env = _quiet_env()

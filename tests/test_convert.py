@@ -251,6 +251,7 @@ def test_the_checkpoint_of_a_deeper_network_is_told_apart_from_extra_tensors(tmp
                      r"resnet34_simam: pass --model resnet34_simam$", str(err.value))
 
 
+@pytest.mark.slow
 @needs_torch
 def test_a_legacy_checkpoint_saved_on_a_gpu_converts_after_the_resave_the_message_gives(tmp_path):
     legacy = tmp_path / "legacy.pth.tar"

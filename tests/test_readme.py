@@ -116,10 +116,12 @@ def test_a_comment_that_misstates_a_print_fails():
 def prepare_placeholders(folder: Path) -> dict[str, str]:
     """What README's reader provides: their images, their data; the real CIFAR-10 copy for CIFAR-10."""
     cifar = require_cifar10_jpeg()
-    for name, source in (("cat.jpg", "cat"), ("ship.png", "ship"), ("photo.jpg", "dog")):
+    for name, source in (("cat.jpg", "cat"), ("ship.png", "ship"), ("photo.jpg", "dog"), ("photos/a/frog.jpg", "frog"),
+                         ("photos/horse.png", "horse"), ("more/deer.png", "deer"), ("more/truck.png", "truck")):
         image = cv2.imread(str(next(iter(sorted((cifar / "test" / source).iterdir())))))
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(folder / name), image)
-    pets = write_learnable_image_folder(folder / "pets_data", 6, 2, classes=["cat", "dog", "fox"])
+    pets = write_learnable_image_folder(folder / "pets_data", 12, 2, classes=["cat", "dog", "fox"])  # a batch of 32
     for link in ("configs", "scripts"):
         (folder / link).symlink_to(REPO_ROOT / link)
     return {"PATH/cifar10-jpeg": str(cifar), "PATH/pets": str(pets)}
@@ -145,7 +147,7 @@ def test_readme_commands_and_the_api_example_run(tmp_path):
         if isinstance(where, Elsewhere):
             continue
         args = substitute(command, values) + list(where.extra)
-        if command.startswith("python -m simam_paddle.reproduce --demo"):
+        if re.match(r"python -m simam_paddle\.(train|reproduce) ", command) and "data.root=" not in command:
             args += ["-o", f"data.root={values['PATH/cifar10-jpeg']}"]  # no download here: the local copy
         start = time.monotonic()
         proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=1800)

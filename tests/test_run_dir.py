@@ -88,6 +88,7 @@ def test_overwrite_with_a_bad_data_root_keeps_the_old_run(tmp_path, tiny_root):
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != LOCK_NAME} == before
 
 
+@pytest.mark.slow
 def test_a_new_run_that_stops_before_its_first_checkpoint_puts_the_old_run_back(tmp_path, tiny_root, monkeypatch):
     from simam_paddle.train import Trainer, train
 
@@ -143,6 +144,7 @@ def test_atomic_writes_leave_no_temp_file(tmp_path):
 
 
 # -- resume ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_resume_of_a_run_without_a_completed_epoch_starts_it_anew(tmp_path, tiny_root):
     out = tmp_path / "run"
     out.mkdir()
@@ -152,6 +154,7 @@ def test_resume_of_a_run_without_a_completed_epoch_starts_it_anew(tmp_path, tiny
     assert json.loads((out / "history.json").read_text())["finished"]
 
 
+@pytest.mark.slow
 def test_resume_given_only_the_run_dir_uses_its_own_config_and_a_finished_run_says_so(tmp_path, tiny_root):
     out = tmp_path / "run"
     run_train(*train_args(tiny_root, out, "-o", "train.epochs=2"))
@@ -173,6 +176,7 @@ def test_the_saved_config_can_start_a_new_run(tmp_path, tiny_root):
 
 
 # -- the run records which SimAM ran -----------------------------------------------------------------
+@pytest.mark.slow
 def test_the_simam_implementation_is_recorded_and_logged(tmp_path, tiny_root):
     from simam_paddle.layers import simam_kernel
 

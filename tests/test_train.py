@@ -144,6 +144,7 @@ def _kill_during_epoch(proc, log, epoch, timeout=300):
     return False
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_only_the_run_files(tiny_root, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -285,6 +286,7 @@ def test_mixup_run_trains_on_soft_targets(reference_run, tiny_root, tmp_path):
     assert mixed["iter_loss"]["loss"][0] != pytest.approx(plain["iter_loss"]["loss"][0], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_bf16_run_computes_its_convolutions_in_bf16(reference_run, tiny_root, tmp_path):
     from simam_paddle.fastconv import kernel
 
