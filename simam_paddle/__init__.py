@@ -15,7 +15,7 @@ import importlib
 import os
 import warnings
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 VERBOSE_ENV = "SIMAM_PADDLE_VERBOSE"  # also read by simam_paddle.native.library, which stands alone
 

@@ -157,6 +157,7 @@ def test_a_first_build_prints_one_line_per_library(tmp_path):
     assert _only_first_builds(proc.stderr) == [] and proc.stderr.count("building in") == 2  # the kernel, fastconv
 
 
+@pytest.mark.slow
 def test_tools_start_quietly_but_keep_real_warnings(tmp_path):
     root = write_learnable_image_folder(tmp_path / "data", train_per_class=1, test_per_class=1)
     run = make_run_dir(tmp_path / "run", "model.name=alexnet_simam", "model.fast_conv=false", f"data.root={root}")

@@ -125,6 +125,7 @@ def test_a_killed_replacement_is_recovered_at_the_next_start(tmp_path):
 
 
 # -- temp files ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_temp_files_of_a_killed_write_are_removed_at_the_next_start(tmp_path, tiny_root):
     out = tmp_path / "run"
     out.mkdir()
@@ -191,6 +192,7 @@ def test_the_simam_implementation_is_recorded_and_logged(tmp_path, tiny_root):
     assert json.loads((plain / "history.json").read_text())["environment"]["simam"] == {"implementation": "none"}
 
 
+@pytest.mark.slow
 def test_a_forced_paddle_backend_is_recorded(tmp_path, tiny_root):
     import os
 
@@ -205,6 +207,7 @@ def test_a_forced_paddle_backend_is_recorded(tmp_path, tiny_root):
 
 
 # -- divergence ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_divergence_in_the_first_epoch_exits_3_and_names_no_checkpoint(tmp_path, tiny_root):
     out = tmp_path / "run"
     proc = run_train(*train_args(tiny_root, out, "-o", "train.lr=1e30", "-o", "data.batch_size=8"), check=False)
