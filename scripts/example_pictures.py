@@ -4,9 +4,9 @@ maps look like, from short runs on a slice of the real CIFAR-10 copy.
     python scripts/example_pictures.py [--data DIR] [--work DIR] [--output results/pictures]
 
 DIR is an image-folder copy of CIFAR-10, train/<class>/*.jpg and test/<class>/*.jpg (default:
-$SIMAM_DATA_DIR/cifar10-jpeg, the copy the real-data tests read). The runs are short (a few hundred images, one or two epochs: minutes on
-two cores), so the pictures show the layout of each figure, not what a trained model attends to. They
-are stored as 256-colour PNGs, to keep the repository small:
+$SIMAM_DATA_DIR/cifar10-jpeg, the copy the real-data tests read). The runs are short (a few hundred
+images, one or two epochs: minutes on two cores), so the pictures show the layout of each figure, not
+what a trained model attends to. They are stored as 256-colour PNGs, to keep the repository small:
 
     curves_alexnet_simam_2_epochs.png      simam-train's curves.png of a 2-epoch run (integer epoch ticks)
     attention_alexnet_simam.png            simam-visualize: 4 test images x AlexNet-SimAM's 5 layers

@@ -44,10 +44,6 @@ def commands(text: str | None = None) -> list[str]:
 EXPECTED = re.compile(r"^\s*print\(.*\)\s*#\s*(\[[^\]]*\]|[^\s,:;]+)")
 
 
-def expected_prints(block: str) -> list[str]:
-    return [m.group(1) for line in block.splitlines() if (m := EXPECTED.match(line))]
-
-
 def run_block(block: str, where: str = "README.md") -> None:
     """Execute ``block`` and check that its prints, in order, write what their comments say."""
     printed: list[str] = []
@@ -57,14 +53,12 @@ def run_block(block: str, where: str = "README.md") -> None:
         print(*args, sep=sep, end=end)
 
     exec(compile(block, where, "exec"), {"print": record, "__name__": "__readme__"})
-    expected = expected_prints(block)
-    assert len(printed) == block.count("print("), f"{where}: a print ran more or less often than it is written"
     said = [line for line in block.splitlines() if "print(" in line]
-    for got, line in zip(printed, said, strict=True):
-        match = EXPECTED.match(line)
-        if match:
-            assert match.group(1) in got, f"{where}: `{line.strip()}` printed {got!r}"
-    assert expected, f"{where}: no print states what it prints"
+    assert len(printed) == len(said), f"{where}: a print ran more or less often than it is written"
+    stated = [(got, line, m.group(1)) for got, line in zip(printed, said) if (m := EXPECTED.match(line))]
+    assert stated, f"{where}: no print states what it prints"
+    for got, line, expected in stated:
+        assert expected in got, f"{where}: `{line.strip()}` printed {got!r}"
 
 
 def config_reference(text: str | None = None) -> str:
